@@ -1,0 +1,37 @@
+# Developer and CI entry points. `make demo` and `make test` do all set-up themselves on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch is pinned for development and CI only; users get a range from pyproject.toml.
+TORCH_DEV_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: otherwise diffusers pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "$(TORCH_DEV_PIN)"
+	$(BIN)/python -m pip install -q -e ".[worker,operator,dev]"
+	touch $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m asyncdiff_worker.demo
+
+lint: install
+	$(BIN)/ruff check worker operator tests bench examples
+	$(BIN)/ruff format --check worker operator tests bench examples
+	$(BIN)/mypy
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .demo
