@@ -1,0 +1,138 @@
+"""Run batches of AsyncDiff cases in spawned gloo process groups, one group per world size.
+
+Why: every spawned process pays ~5-8 s importing diffusers. Running all cases of one world size inside one
+process group amortises that, so the suite covers every family and configuration within CI's budget.
+Each case runs the sequential pipeline first (the reference), then wraps the same pipeline with AsyncDiff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.multiprocessing as mp
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    layout: str
+    model_n: int
+    stride: int
+    warm_up: int
+    steps: int
+    time_shift: bool = False
+    img2img: bool = False
+    split: Any = None
+
+    @property
+    def world(self) -> int:
+        return self.model_n + self.stride - 1
+
+    @property
+    def key(self) -> str:
+        parts = [self.family, self.layout, f"n{self.model_n}s{self.stride}w{self.warm_up}", f"steps{self.steps}"]
+        parts += ["ts"] * self.time_shift + ["img2img"] * self.img2img
+        return "-".join(parts)
+
+
+@dataclass
+class RankResult:
+    rank: int
+    max_abs_diff: float = float("nan")
+    shape: tuple[int, ...] = ()
+    finite: bool = False
+    digest: str = ""
+    seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    plan: str = ""
+    error: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _output_array(result: Any) -> Any:
+    import numpy as np
+
+    for name in ("images", "frames"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            return np.asarray(value[0] if isinstance(value, list) and name == "frames" else value, dtype=np.float32)
+    raise TypeError(f"unknown pipeline output {type(result)}")
+
+
+def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], queue: Any) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), HF_HUB_OFFLINE="1", ASYNCDIFF_TIMEOUT_S="120")
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from asyncdiff import AsyncDiff
+    from asyncdiff.loading import load_pipeline
+    from asyncdiff.testing.tiny_pipelines import example_call_kwargs
+
+    for case, path in cases:
+        out = RankResult(rank)
+        try:
+            pipe = load_pipeline(case.family, path, img2img=case.img2img)
+            reference = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
+            async_diff = AsyncDiff(pipe, model_n=case.model_n, stride=case.stride, warm_up=case.warm_up,
+                                   time_shift=case.time_shift, split=case.split)
+            start = time.perf_counter()
+            got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
+            out.seconds = time.perf_counter() - start
+            out.max_abs_diff = float(np.abs(got - reference).max())
+            out.shape, out.finite = tuple(got.shape), bool(np.isfinite(got).all())
+            out.digest = hashlib.sha256(got.tobytes()).hexdigest()
+            out.stats = async_diff.stats()
+            out.plan = async_diff.plan.describe() if async_diff.plan else ""
+        except Exception:
+            out.error = traceback.format_exc()
+        queue.put((case.key, out))
+
+
+def run_cases(cases: list[tuple[Case, str]], timeout_s: float = 900) -> dict[str, list[RankResult]]:
+    """Run (case, model folder) pairs that share one world size; return per-case results of every rank."""
+    worlds = {c.world for c, _ in cases}
+    assert len(worlds) == 1, worlds
+    world = worlds.pop()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, cases, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results: dict[str, list[RankResult]] = {c.key: [] for c, _ in cases}
+    deadline = time.monotonic() + timeout_s
+    expected = len(cases) * world
+    received = 0
+    try:
+        while received < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"AsyncDiff cases did not finish in {timeout_s}s")
+            try:
+                key, res = queue.get(timeout=min(5.0, remaining))
+            except Exception:
+                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
+                if dead:
+                    raise RuntimeError(f"rank processes died: {[p.exitcode for p in dead]}") from None
+                continue
+            results[key].append(res)
+            received += 1
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    return results
