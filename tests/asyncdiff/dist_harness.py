@@ -52,6 +52,8 @@ class RankResult:
     stats: dict[str, Any] = field(default_factory=dict)
     plan: str = ""
     error: str = ""
+    array: Any = None
+    """The output itself (rank 0 only; the tiny outputs are small)."""
 
 
 def free_port() -> int:
@@ -94,6 +96,7 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
             out.max_abs_diff = float(np.abs(got - reference).max())
             out.shape, out.finite = tuple(got.shape), bool(np.isfinite(got).all())
             out.digest = hashlib.sha256(got.tobytes()).hexdigest()
+            out.array = got if rank == 0 else None
             out.stats = async_diff.stats()
             out.plan = async_diff.plan.describe() if async_diff.plan else ""
         except Exception:
@@ -136,3 +139,39 @@ def run_cases(cases: list[tuple[Case, str]], timeout_s: float = 900) -> dict[str
             if p.is_alive():
                 p.kill()
     return results
+
+
+def _call_target(rank: int, world: int, port: int, target: Any, args: tuple[Any, ...], queue: Any) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), HF_HUB_OFFLINE="1")
+    try:
+        queue.put((rank, "ok", target(rank, *args)))
+    except BaseException as exc:  # the scenario's outcome is the exception itself
+        queue.put((rank, type(exc).__name__, str(exc)))
+
+
+def run_on_ranks(target: Any, world: int, args: tuple[Any, ...] = (), timeout_s: float = 240) -> dict[int, tuple[str, Any]]:
+    """Run ``target(rank, *args)`` on ``world`` spawned ranks; return rank -> (outcome, value or message).
+    Ranks that die without reporting are missing from the result."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_call_target, args=(r, world, port, target, args, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    out: dict[int, tuple[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < world and time.monotonic() < deadline:
+            try:
+                rank, outcome, value = queue.get(timeout=1.0)
+                out[rank] = (outcome, value)
+            except Exception:
+                if all(not p.is_alive() for p in procs):
+                    break
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return out
