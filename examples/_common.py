@@ -77,9 +77,7 @@ def parse_args(family: str, argv: list[str] | None = None) -> argparse.Namespace
     if family == "sdxl-inpaint":
         p.add_argument("--mask", type=Path, default=None, help="inpainting mask (default: a centred square)")
     if family == "sdxl-controlnet":
-        p.add_argument(
-            "--controlnet", default=None, help=f"ControlNet id or folder (default {DEFAULT_CONTROLNET})"
-        )
+        p.add_argument("--controlnet", default=None, help=f"ControlNet id or folder (default {DEFAULT_CONTROLNET})")
     if family == "animatediff":
         p.add_argument("--motion-adapter", default=None, help=f"default {DEFAULT_MOTION_ADAPTER}")
     args = p.parse_args(argv)

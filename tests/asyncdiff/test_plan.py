@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import torch
 import torch.utils._pytree as pytree
-
 from asyncdiff.errors import ConfigError
 from asyncdiff.plan import (
     SplitPlan,
@@ -25,8 +24,17 @@ from asyncdiff.trace import trace_call
 from asyncdiff.units import unit_layout
 
 FAMILIES = ["sd15", "sd21", "sdxl", "sdxl-inpaint", "sdxl-controlnet", "sd3", "sd-upscaler", "svd", "animatediff"]
-EXPECTED_KEY = {"sd15": "sd15", "sd21": "sd21", "sdxl": "sdxl", "sdxl-inpaint": "sdxl", "sdxl-controlnet": "sdxl",
-                "sd-upscaler": "sd-upscaler", "svd": "svd", "animatediff": "animatediff", "sd3": None}
+EXPECTED_KEY = {
+    "sd15": "sd15",
+    "sd21": "sd21",
+    "sdxl": "sdxl",
+    "sdxl-inpaint": "sdxl",
+    "sdxl-controlnet": "sdxl",
+    "sd-upscaler": "sd-upscaler",
+    "svd": "svd",
+    "animatediff": "animatediff",
+    "sd3": None,
+}
 
 
 def _denoiser(tiny_model_dir: Any, family: str, layout: str) -> Any:
@@ -155,14 +163,17 @@ def test_component_fed_only_its_boundary_tensors_matches_full_forward(
         needed = route.needs[rank]
         produced: dict[str, Any] = {}
 
-        def isolated(path: str, original: Any, a: Any, k: Any, rank: int = rank, needed: Any = needed) -> Any:
+        def isolated(
+            path: str, original: Any, a: Any, k: Any, rank: int = rank, needed: Any = needed, produced: Any = produced
+        ) -> Any:
             unit = route.trace.by_path[path]
             if route.component[unit.index] == rank:
                 produced[path] = original(*a, **k)
                 return produced[path]
             leaves, spec = pytree.tree_flatten(recorded[path])
             fake = [
-                leaf if not isinstance(leaf, torch.Tensor) or (unit.index, unit.canonical(i)) in needed
+                leaf
+                if not isinstance(leaf, torch.Tensor) or (unit.index, unit.canonical(i)) in needed
                 else torch.full_like(leaf, float("nan"))
                 for i, leaf in enumerate(leaves)
             ]

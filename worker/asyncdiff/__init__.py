@@ -4,10 +4,23 @@ Why this package: it turns an already loaded diffusers pipeline into a stage-spl
 two lines (``AsyncDiff(pipe, model_n=2)`` then call the pipeline), inside torchrun processes, on NCCL or gloo.
 """
 
+from typing import TYPE_CHECKING
+
 from asyncdiff.errors import AsyncDiffError, ConfigError
 from asyncdiff.families import FAMILIES, SUPPORTED_PIPELINE_CLASSES
 
-__all__ = ["FAMILIES", "SUPPORTED_PIPELINE_CLASSES", "AsyncDiff", "AsyncDiffError", "ConfigError", "SplitPlan"]
+if TYPE_CHECKING:
+    from asyncdiff.async_diff import AsyncDiff
+    from asyncdiff.plan import SplitPlan
+
+__all__ = [
+    "FAMILIES",
+    "SUPPORTED_PIPELINE_CLASSES",
+    "AsyncDiff",
+    "AsyncDiffError",
+    "ConfigError",
+    "SplitPlan",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -26,7 +26,15 @@ from asyncdiff.families import SUPPORTED_PIPELINE_CLASSES, denoiser_attr_for
 from asyncdiff.plan import SplitPlan, atomic_components, auto_components, coarsen, validate_components
 from asyncdiff.presets import preset_components
 from asyncdiff.routing import Route, build_route, tag_of
-from asyncdiff.schedule import Mode, Roles, TimestepTracker, mode_for, replace_timestep, shifted_timestep, timestep_value
+from asyncdiff.schedule import (
+    Mode,
+    Roles,
+    TimestepTracker,
+    mode_for,
+    replace_timestep,
+    shifted_timestep,
+    timestep_value,
+)
 from asyncdiff.trace import active_tracer, trace_call
 from asyncdiff.units import UnitLayout, unit_layout
 
@@ -154,8 +162,12 @@ class AsyncDiff:
                     if split == "preset":
                         raise
             elif split == "preset":
-                raise ConfigError("split", "preset", f"no preset table for {type(self.denoiser).__name__} at "
-                                  f"model_n={self.model_n}; use split=None or 'auto'")
+                raise ConfigError(
+                    "split",
+                    "preset",
+                    f"no preset table for {type(self.denoiser).__name__} at "
+                    f"model_n={self.model_n}; use split=None or 'auto'",
+                )
             return None, "auto"
         if split == "auto":
             return None, "auto"
@@ -168,7 +180,14 @@ class AsyncDiff:
         return comps, "custom"
 
     def _check_same_config_everywhere(self, split: Any) -> None:
-        mine = (self.model_n, self.stride, self.warm_up, self.time_shift, self._source, type(self.denoiser).__name__)
+        mine = (
+            self.model_n,
+            self.stride,
+            self.warm_up,
+            self.time_shift,
+            self._source,
+            type(self.denoiser).__name__,
+        )
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, mine)
         if any(g != mine for g in gathered):
@@ -338,8 +357,9 @@ class AsyncDiff:
             self._stored_eps = leaves[index]  # our own t_{k+1} prediction, for the free call
         src = self.roles.eps_source(mode)
         meta = route.eps_meta
-        leaves[index] = self.exchange.broadcast(leaves[index] if self.rank == src else None, (meta.shape, meta.dtype),
-                                                self.device, src)
+        leaves[index] = self.exchange.broadcast(
+            leaves[index] if self.rank == src else None, (meta.shape, meta.dtype), self.device, src
+        )
         self._last_out = (leaves, spec, index)
         return pytree.tree_unflatten(leaves, spec)
 
@@ -348,8 +368,9 @@ class AsyncDiff:
         leaves, spec, index = self._last_out
         meta = self._last_route.eps_meta
         src = self.model_n - 1
-        eps = self.exchange.broadcast(self._stored_eps if self.rank == src else None, (meta.shape, meta.dtype),
-                                      self.device, src)
+        eps = self.exchange.broadcast(
+            self._stored_eps if self.rank == src else None, (meta.shape, meta.dtype), self.device, src
+        )
         leaves = list(leaves)
         leaves[index] = eps
         return pytree.tree_unflatten(leaves, spec)

@@ -103,8 +103,13 @@ class Exchange:
         for pending in sends:
             self._wait(pending, "sending to")
 
-    def broadcast(self, tensor: torch.Tensor | None, meta: tuple[tuple[int, ...], torch.dtype], device: torch.device,
-                  src: int) -> torch.Tensor:
+    def broadcast(
+        self,
+        tensor: torch.Tensor | None,
+        meta: tuple[tuple[int, ...], torch.dtype],
+        device: torch.device,
+        src: int,
+    ) -> torch.Tensor:
         """Broadcast ``tensor`` from ``src``; other ranks get a fresh buffer (never a view of their own outputs)."""
         if self.rank == src:
             assert tensor is not None

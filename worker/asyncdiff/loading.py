@@ -82,9 +82,7 @@ def _extra_models(
 
         extra["motion_adapter"] = MotionAdapter.from_pretrained(motion_adapter, **dtype_kwargs(dtype))
     elif family == "animatediff" and local is not None and "motion_adapter" not in local:
-        raise ConfigError(
-            "motion_adapter", None, f"a MotionAdapter id or path (the folder {source} has none)"
-        )
+        raise ConfigError("motion_adapter", None, f"a MotionAdapter id or path (the folder {source} has none)")
     return extra
 
 

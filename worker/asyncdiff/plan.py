@@ -129,7 +129,7 @@ def min_max_partition(costs: Sequence[float], parts: int) -> list[int]:
 def auto_components(order: Sequence[str], costs: dict[str, float], layout: UnitLayout, model_n: int) -> list[list[str]]:
     """Contiguous, cost-balanced components over the atomic units in execution order; tail units go last."""
     body = [u for u in order if u not in layout.tail]
-    starts = min_max_partition([costs[u] for u in body], model_n) + [len(body)]
+    starts = [*min_max_partition([costs[u] for u in body], model_n), len(body)]
     comps = [list(body[starts[c] : starts[c + 1]]) for c in range(model_n)]
     comps[-1] += [u for u in order if u in layout.tail]
     return comps

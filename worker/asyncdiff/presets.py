@@ -27,10 +27,20 @@ DOWN4 = [f"down_blocks.{i}" for i in range(4)]
 PRESETS: dict[str, dict[int, list[list[str]]]] = {
     "sd21": {
         2: [
-            ["conv_in", *DOWN4, "mid_block", "up_blocks.0", *_sub("up_blocks.1", "r0", "a0", "r1", "a1", "r2")],
+            [
+                "conv_in",
+                *DOWN4,
+                "mid_block",
+                "up_blocks.0",
+                *_sub("up_blocks.1", "r0", "a0", "r1", "a1", "r2"),
+            ],
             [*_sub("up_blocks.1", "a2", "u0"), "up_blocks.2", "up_blocks.3", *OUT],
         ],
-        3: [["conv_in", *DOWN4], ["mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"], ["up_blocks.3", *OUT]],
+        3: [
+            ["conv_in", *DOWN4],
+            ["mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"],
+            ["up_blocks.3", *OUT],
+        ],
         4: [
             ["conv_in", "down_blocks.0", "down_blocks.1"],
             ["down_blocks.2", "down_blocks.3", "mid_block", "up_blocks.0", "up_blocks.1"],
@@ -50,7 +60,13 @@ PRESETS: dict[str, dict[int, list[list[str]]]] = {
         ],
         4: [
             ["conv_in", "down_blocks.0", "down_blocks.1"],
-            ["down_blocks.2", "down_blocks.3", "mid_block", "up_blocks.0", *_sub("up_blocks.1", "r0", "a0", "r1")],
+            [
+                "down_blocks.2",
+                "down_blocks.3",
+                "mid_block",
+                "up_blocks.0",
+                *_sub("up_blocks.1", "r0", "a0", "r1"),
+            ],
             [*_sub("up_blocks.1", "a1", "r2", "a2", "u0"), "up_blocks.2"],
             ["up_blocks.3", *OUT],
         ],
@@ -60,8 +76,15 @@ PRESETS: dict[str, dict[int, list[list[str]]]] = {
     "sdxl": {
         2: [
             ["down_blocks.2", "mid_block", *_sub("up_blocks.0", "r0", "a0", "r1", "a1")],
-            ["conv_in", "down_blocks.0", "down_blocks.1", *_sub("up_blocks.0", "r2", "a2", "u0"), "up_blocks.1",
-             "up_blocks.2", *OUT],
+            [
+                "conv_in",
+                "down_blocks.0",
+                "down_blocks.1",
+                *_sub("up_blocks.0", "r2", "a2", "u0"),
+                "up_blocks.1",
+                "up_blocks.2",
+                *OUT,
+            ],
         ],
         3: [
             ["down_blocks.2", "mid_block", *_sub("up_blocks.0", "r0")],
@@ -93,7 +116,10 @@ PRESETS: dict[str, dict[int, list[list[str]]]] = {
         ],
     },
     "svd": {
-        2: [["conv_in", *DOWN4, "mid_block", "up_blocks.0", "up_blocks.1"], ["up_blocks.2", "up_blocks.3", *OUT]],
+        2: [
+            ["conv_in", *DOWN4, "mid_block", "up_blocks.0", "up_blocks.1"],
+            ["up_blocks.2", "up_blocks.3", *OUT],
+        ],
         3: [
             ["conv_in", "down_blocks.0", "down_blocks.1", "down_blocks.2"],
             ["down_blocks.3", "mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"],
@@ -101,15 +127,28 @@ PRESETS: dict[str, dict[int, list[list[str]]]] = {
         ],
         4: [
             ["conv_in", "down_blocks.0", *_sub("down_blocks.1", "r0", "a0")],
-            [*_sub("down_blocks.1", "r1", "a1", "d0"), "down_blocks.2", "down_blocks.3", "mid_block", "up_blocks.0",
-             "up_blocks.1"],
+            [
+                *_sub("down_blocks.1", "r1", "a1", "d0"),
+                "down_blocks.2",
+                "down_blocks.3",
+                "mid_block",
+                "up_blocks.0",
+                "up_blocks.1",
+            ],
             ["up_blocks.2", *_sub("up_blocks.3", "r0", "a0")],
             [*_sub("up_blocks.3", "r1", "a1", "r2", "a2"), *OUT],
         ],
     },
     "animatediff": {
-        2: [["conv_in", *DOWN4, "mid_block", "up_blocks.0", "up_blocks.1"], ["up_blocks.2", "up_blocks.3", *OUT]],
-        3: [["conv_in", *DOWN4], ["mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"], ["up_blocks.3", *OUT]],
+        2: [
+            ["conv_in", *DOWN4, "mid_block", "up_blocks.0", "up_blocks.1"],
+            ["up_blocks.2", "up_blocks.3", *OUT],
+        ],
+        3: [
+            ["conv_in", *DOWN4],
+            ["mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2"],
+            ["up_blocks.3", *OUT],
+        ],
     },
 }
 

@@ -98,9 +98,9 @@ class TimestepTracker:
 
     def next(self) -> float:
         assert self.current is not None
-        if self.position is not None and self.schedule and self.schedule[self.position] == self.current:
-            if self.position + 1 < len(self.schedule):
-                return self.schedule[self.position + 1]
+        pos = self.position
+        if pos is not None and pos + 1 < len(self.schedule) and self.schedule[pos] == self.current:
+            return self.schedule[pos + 1]
         return self.current
 
 

@@ -34,7 +34,7 @@ class TensorMeta:
         n = 1
         for d in self.shape:
             n *= d
-        return n * torch.empty((), dtype=self.dtype).element_size()
+        return n * int(torch.empty((), dtype=self.dtype).element_size())
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _is_inplace(func: Any) -> bool:
     return name == "__setitem__" or name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
 
 
-class _ProvenanceMode(TorchFunctionMode):
+class _ProvenanceMode(TorchFunctionMode):  # type: ignore[misc]
     """Tags each tensor produced outside wrapped units with the set of unit-output leaves it derives from."""
 
     def __init__(self) -> None:

@@ -35,7 +35,11 @@ class UnitLayout:
 
 def _block_units(prefix: str, block: nn.Module) -> list[str]:
     """Sub-units of a down/up block in the order its forward runs them (resnet, attention, motion per layer)."""
-    lists = [(name, getattr(block, name)) for name in _SUB_UNIT_LISTS if isinstance(getattr(block, name, None), nn.ModuleList)]
+    lists = [
+        (name, getattr(block, name))
+        for name in _SUB_UNIT_LISTS
+        if isinstance(getattr(block, name, None), nn.ModuleList)
+    ]
     if not lists:
         return [prefix]
     layers = max(len(mods) for _, mods in lists)

@@ -71,9 +71,7 @@ def _seeded(seed: int, build: Callable[[], Any]) -> Any:
 
 def _bytes_to_unicode() -> list[str]:
     """GPT-2's byte -> printable unicode table (transformers v5 no longer exports it from its CLIP module)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    )
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
     cs = bs[:]
     extra = 0
     for b in range(256):
@@ -621,9 +619,7 @@ def _family_inputs(family: str, img2img: bool) -> dict[str, Any]:
     return size
 
 
-def example_call_kwargs(
-    family: str, *, steps: int = 4, seed: int = 0, img2img: bool = False
-) -> dict[str, Any]:
+def example_call_kwargs(family: str, *, steps: int = 4, seed: int = 0, img2img: bool = False) -> dict[str, Any]:
     """Keyword arguments to call the loaded tiny ``family`` pipeline: small, CFG on, numpy output."""
     _check_img2img(family, img2img)
     kwargs: dict[str, Any] = {

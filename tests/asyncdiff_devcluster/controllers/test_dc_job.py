@@ -1,0 +1,181 @@
+"""The batch/v1 Job controller with real processes: Indexed completion, retries, kills, failure rules."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncdiff_devcluster.testing import wait_for
+from kubernetes import client
+
+PY = sys.executable
+
+
+@pytest.fixture
+def batch(k8s: Any) -> client.BatchV1Api:
+    return client.BatchV1Api(k8s)
+
+
+@pytest.fixture
+def core(k8s: Any) -> client.CoreV1Api:
+    return client.CoreV1Api(k8s)
+
+
+def job(
+    name: str, script: str, *, restart: str = "Never", volumes: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": "python:3.11", "command": [PY, "-c", script]}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": restart,
+        "containers": [container],
+        "terminationGracePeriodSeconds": 2,
+    }
+    if volumes:
+        pod_spec["volumes"] = [{"name": n, "hostPath": {"path": p}} for n, p in volumes.items()]
+        container["volumeMounts"] = [{"name": n, "mountPath": f"/{n}"} for n in volumes]
+    return {"metadata": {"name": name}, "spec": {"template": {"spec": pod_spec}, **spec}}
+
+
+def condition(batch: client.BatchV1Api, namespace: str, name: str, ctype: str) -> Any:
+    status = batch.read_namespaced_job_status(name, namespace).status
+    for cond in status.conditions or []:
+        if cond.type == ctype and cond.status == "True":
+            return cond
+    return None
+
+
+def job_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[Any]:
+    return core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
+
+
+def test_indexed_job_with_two_pods_completes(batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str) -> None:
+    script = "import os; print('index', os.environ['JOB_COMPLETION_INDEX'], 'host', os.environ['HOSTNAME'])"
+    created = batch.create_namespaced_job(
+        namespace, job("idx", script, completions=2, parallelism=2, completionMode="Indexed")
+    )
+    assert created.spec.selector.match_labels == {"batch.kubernetes.io/controller-uid": created.metadata.uid}
+    done = wait_for(lambda: condition(batch, namespace, "idx", "Complete"), 20, message="job complete")
+    assert done.reason == "CompletionsReached"
+    status = batch.read_namespaced_job_status("idx", namespace).status
+    assert status.succeeded == 2 and status.completed_indexes == "0-1" and status.completion_time
+    pods = job_pods(core, namespace, "idx")
+    assert sorted(p.metadata.annotations["batch.kubernetes.io/job-completion-index"] for p in pods) == [
+        "0",
+        "1",
+    ]
+    for pod in pods:
+        index = pod.metadata.annotations["batch.kubernetes.io/job-completion-index"]
+        assert pod.spec.hostname == f"idx-{index}" and pod.status.phase == "Succeeded"
+        assert pod.metadata.finalizers is None  # the job-tracking finalizer was released
+        log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+        assert log == f"index {index} host idx-{index}\n"
+
+
+def test_failed_pod_is_retried_until_success(
+    batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str, host_dir: Path
+) -> None:
+    script = (
+        "import os, sys\n"
+        "marker = '/state/attempted'\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').write('1'); print('first attempt fails'); sys.exit(3)\n"
+        "print('second attempt works')\n"
+    )
+    batch.create_namespaced_job(namespace, job("retry", script, backoffLimit=2, volumes={"state": str(host_dir)}))
+    wait_for(lambda: condition(batch, namespace, "retry", "Complete"), 20, message="retried job complete")
+    status = batch.read_namespaced_job_status("retry", namespace).status
+    assert (status.failed, status.succeeded) == (1, 1)
+    phases = sorted(p.status.phase for p in job_pods(core, namespace, "retry"))
+    assert phases == ["Failed", "Succeeded"]
+    failed = next(p for p in job_pods(core, namespace, "retry") if p.status.phase == "Failed")
+    assert failed.status.container_statuses[0].state.terminated.exit_code == 3
+
+
+def test_backoff_limit_exceeded_fails_the_job(batch: client.BatchV1Api, namespace: str) -> None:
+    batch.create_namespaced_job(namespace, job("doomed", "raise SystemExit(1)", backoffLimit=1))
+    failed = wait_for(lambda: condition(batch, namespace, "doomed", "Failed"), 20, message="job failed")
+    assert failed.reason == "BackoffLimitExceeded"
+    assert batch.read_namespaced_job_status("doomed", namespace).status.failed == 2
+
+
+def test_pod_killed_mid_run_is_replaced(
+    batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str, host_dir: Path
+) -> None:
+    script = (
+        "import os, time\n"
+        "if os.path.exists('/state/second'):\n"
+        "    print('replacement done'); raise SystemExit(0)\n"
+        "open('/state/second', 'w').close(); print('running', flush=True); time.sleep(60)\n"
+    )
+    batch.create_namespaced_job(namespace, job("killed", script, backoffLimit=3, volumes={"state": str(host_dir)}))
+    pod = wait_for(
+        lambda: next((p for p in job_pods(core, namespace, "killed") if p.status.phase == "Running"), None),
+        15,
+    )
+    wait_for(lambda: "running" in core.read_namespaced_pod_log(pod.metadata.name, namespace), 10)
+    started = time.monotonic()
+    core.delete_namespaced_pod(pod.metadata.name, namespace)
+    wait_for(lambda: condition(batch, namespace, "killed", "Complete"), 20, message="job complete after kill")
+    status = batch.read_namespaced_job_status("killed", namespace).status
+    assert (status.failed, status.succeeded) == (1, 1)
+    wait_for(lambda: all(p.metadata.name != pod.metadata.name for p in job_pods(core, namespace, "killed")), 10)
+    assert time.monotonic() - started < 10  # SIGTERM stopped it well before the 60 s sleep
+
+
+def test_pod_failure_policy_fail_job_and_ignore(
+    batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    batch.create_namespaced_job(namespace, job("rule", "raise SystemExit(42)", backoffLimit=5, podFailurePolicy=policy))
+    failed = wait_for(lambda: condition(batch, namespace, "rule", "Failed"), 20)
+    assert failed.reason == "PodFailurePolicy" and "exit code 42" in failed.message
+    ignore = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+    batch.create_namespaced_job(
+        namespace, job("evicted", "import time; time.sleep(60)", backoffLimit=0, podFailurePolicy=ignore)
+    )
+    pod = wait_for(
+        lambda: next((p for p in job_pods(core, namespace, "evicted") if p.status.phase == "Running"), None),
+        15,
+    )
+    core.create_namespaced_pod_eviction(
+        pod.metadata.name, namespace, {"metadata": {"name": pod.metadata.name, "namespace": namespace}}
+    )
+    wait_for(
+        lambda: any(
+            p.metadata.name != pod.metadata.name and p.status.phase == "Running"
+            for p in job_pods(core, namespace, "evicted")
+        ),
+        15,
+        message="replacement pod after eviction",
+    )
+    status = batch.read_namespaced_job_status("evicted", namespace).status
+    assert not status.failed and condition(batch, namespace, "evicted", "Failed") is None
+
+
+def test_active_deadline_suspend_and_ttl(batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str) -> None:
+    batch.create_namespaced_job(namespace, job("slow", "import time; time.sleep(60)", activeDeadlineSeconds=1))
+    failed = wait_for(lambda: condition(batch, namespace, "slow", "Failed"), 15)
+    assert failed.reason == "DeadlineExceeded"
+    batch.create_namespaced_job(namespace, job("later", "print('ok')", suspend=True, ttlSecondsAfterFinished=0))
+    wait_for(lambda: condition(batch, namespace, "later", "Suspended"), 10)
+    time.sleep(0.3)
+    assert job_pods(core, namespace, "later") == []
+    batch.patch_namespaced_job("later", namespace, {"spec": {"suspend": False}})
+
+    def gone() -> bool:
+        try:
+            batch.read_namespaced_job("later", namespace)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, 20, message="TTL deleted the finished job")
+
+
+def test_job_validation(batch: client.BatchV1Api, namespace: str) -> None:
+    with pytest.raises(client.ApiException) as exc:
+        batch.create_namespaced_job(namespace, job("bad", "pass", restart="Always"))
+    assert exc.value.status == 422 and "spec.template.spec.restartPolicy" in exc.value.body
