@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.run_all
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m bench.library_summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .demo

@@ -73,8 +73,15 @@ def _output_array(result: Any) -> Any:
 
 
 def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], queue: Any) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), HF_HUB_OFFLINE="1", ASYNCDIFF_TIMEOUT_S="120")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        HF_HUB_OFFLINE="1",
+        ASYNCDIFF_TIMEOUT_S="120",
+    )
     import numpy as np
     import torch
 
@@ -88,8 +95,14 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
         try:
             pipe = load_pipeline(case.family, path, img2img=case.img2img)
             reference = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
-            async_diff = AsyncDiff(pipe, model_n=case.model_n, stride=case.stride, warm_up=case.warm_up,
-                                   time_shift=case.time_shift, split=case.split)
+            async_diff = AsyncDiff(
+                pipe,
+                model_n=case.model_n,
+                stride=case.stride,
+                warm_up=case.warm_up,
+                time_shift=case.time_shift,
+                split=case.split,
+            )
             start = time.perf_counter()
             got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
             out.seconds = time.perf_counter() - start
@@ -138,19 +151,29 @@ def run_cases(cases: list[tuple[Case, str]], timeout_s: float = 900) -> dict[str
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
+    for per_rank in results.values():
+        per_rank.sort(key=lambda r: r.rank)
     return results
 
 
 def _call_target(rank: int, world: int, port: int, target: Any, args: tuple[Any, ...], queue: Any) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), HF_HUB_OFFLINE="1")
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        HF_HUB_OFFLINE="1",
+    )
     try:
         queue.put((rank, "ok", target(rank, *args)))
     except BaseException as exc:  # the scenario's outcome is the exception itself
         queue.put((rank, type(exc).__name__, str(exc)))
 
 
-def run_on_ranks(target: Any, world: int, args: tuple[Any, ...] = (), timeout_s: float = 240) -> dict[int, tuple[str, Any]]:
+def run_on_ranks(
+    target: Any, world: int, args: tuple[Any, ...] = (), timeout_s: float = 240
+) -> dict[int, tuple[str, Any]]:
     """Run ``target(rank, *args)`` on ``world`` spawned ranks; return rank -> (outcome, value or message).
     Ranks that die without reporting are missing from the result."""
     ctx = mp.get_context("spawn")

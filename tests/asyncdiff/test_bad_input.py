@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
-
 from asyncdiff.errors import ConfigError
+
 from tests.asyncdiff.dist_harness import run_on_ranks
 
 
@@ -42,13 +42,16 @@ def test_invalid_parameters(tiny_model_dir: Any, kwargs: dict[str, Any], paramet
 
 
 def test_unsupported_pipeline() -> None:
+    from asyncdiff import AsyncDiff
     from diffusers import DDPMPipeline, UNet2DModel
     from diffusers.schedulers import DDPMScheduler
 
-    from asyncdiff import AsyncDiff
-
-    unet = UNet2DModel(block_out_channels=(32, 32), down_block_types=("DownBlock2D",) * 2,
-                       up_block_types=("UpBlock2D",) * 2, norm_num_groups=8)
+    unet = UNet2DModel(
+        block_out_channels=(32, 32),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        norm_num_groups=8,
+    )
     pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
     with pytest.raises(ConfigError) as info:
         AsyncDiff(pipe)
@@ -93,7 +96,6 @@ def test_world_size_mismatch_fails_on_every_rank(tiny_model_dir: Any) -> None:
 def _rank_dies(rank: int, path: str) -> str:
     os.environ["ASYNCDIFF_TIMEOUT_S"] = "30"
     import torch
-
     from asyncdiff import AsyncDiff
     from asyncdiff.loading import load_pipeline
     from asyncdiff.testing.tiny_pipelines import example_call_kwargs

@@ -81,10 +81,28 @@ class Simulator:
 
 
 SD15_N2 = [
-    ["conv_in", "down_blocks.0", "down_blocks.1", "down_blocks.2", "down_blocks.3", "mid_block", "up_blocks.0",
-     "up_blocks.1.resnets.0", "up_blocks.1.attentions.0", "up_blocks.1.resnets.1"],
-    ["up_blocks.1.attentions.1", "up_blocks.1.resnets.2", "up_blocks.1.attentions.2", "up_blocks.1.upsamplers.0",
-     "up_blocks.2", "up_blocks.3", "conv_norm_out", "conv_out"],
+    [
+        "conv_in",
+        "down_blocks.0",
+        "down_blocks.1",
+        "down_blocks.2",
+        "down_blocks.3",
+        "mid_block",
+        "up_blocks.0",
+        "up_blocks.1.resnets.0",
+        "up_blocks.1.attentions.0",
+        "up_blocks.1.resnets.1",
+    ],
+    [
+        "up_blocks.1.attentions.1",
+        "up_blocks.1.resnets.2",
+        "up_blocks.1.attentions.2",
+        "up_blocks.1.upsamplers.0",
+        "up_blocks.2",
+        "up_blocks.3",
+        "conv_norm_out",
+        "conv_out",
+    ],
 ]
 
 

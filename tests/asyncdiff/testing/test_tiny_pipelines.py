@@ -89,9 +89,7 @@ def test_img2img_variant_loads_from_the_same_folder(tiny_model_dir: TinyModelDir
 def test_real_layout_has_the_preset_block_paths(family: str) -> None:
     components = build_tiny_components(family, "real")
     denoiser = components[FAMILIES[family].denoiser_attr]
-    if (
-        family == "animatediff"
-    ):  # the pipeline turns UNet2DConditionModel + MotionAdapter into a UNetMotionModel
+    if family == "animatediff":  # the pipeline turns UNet2DConditionModel + MotionAdapter into a UNetMotionModel
         denoiser = _denoiser(pipeline_class_for(family)(**components), family)
 
     for path in REAL_PATHS[family]:
@@ -177,9 +175,7 @@ def test_loading_takes_controlnet_and_motion_adapter_from_their_own_sources(
     tiny_model_dir: TinyModelDir,
 ) -> None:
     cn_dir = tiny_model_dir("sdxl-controlnet", "minimal")
-    pipe = load_pipeline(
-        "sdxl-controlnet", tiny_model_dir("sdxl", "minimal"), controlnet=str(cn_dir / "controlnet")
-    )
+    pipe = load_pipeline("sdxl-controlnet", tiny_model_dir("sdxl", "minimal"), controlnet=str(cn_dir / "controlnet"))
     assert type(pipe.controlnet).__name__ == "ControlNetModel"
 
     ad_dir = tiny_model_dir("animatediff", "minimal")

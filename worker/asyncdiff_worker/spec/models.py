@@ -1,0 +1,238 @@
+"""The AsyncDiffJob spec as pydantic v2 models: the single source of truth for the job format.
+
+Why pydantic and why so strict: the operator generates the CRD's OpenAPI schema from these models, so every field
+has a camelCase name, a description and explicit bounds, unknown fields are rejected, and there are no free-form
+dicts. Cross-field rules (which inputs a family needs) live in ``validate.py``; the schema holds what a schema can.
+Credentials are deliberately absent: they come only from the environment or a mounted Secret.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from asyncdiff_worker.spec import limits
+
+API_VERSION: Final = "asyncdiff.io/v1alpha1"
+KIND: Final = "AsyncDiffJob"
+
+FamilyName = Literal[
+    "sd15", "sd21", "sdxl", "sdxl-inpaint", "sdxl-controlnet", "sd3", "sd-upscaler", "svd", "animatediff"
+]
+"""Must equal the keys of ``asyncdiff.families.FAMILIES`` (a test checks it); a Literal gives the CRD an enum."""
+
+Dtype = Literal["auto", "float16", "bfloat16", "float32"]
+ImageFormat = Literal["png", "jpeg", "webp"]
+VideoFormat = Literal["mp4", "gif", "webp"]
+OutputFormat = Literal["png", "jpeg", "webp", "mp4", "gif"]
+
+IMAGE_FORMATS: tuple[str, ...] = ("png", "jpeg", "webp")
+VIDEO_FORMATS: tuple[str, ...] = ("mp4", "gif", "webp")
+
+Prompt = Annotated[str, Field(max_length=limits.MAX_PROMPT_CHARS)]
+
+_URI_HELP = "s3://bucket/prefix, file:///absolute/path, or a path (a mounted volume)"
+
+
+class SpecModel(BaseModel):
+    """Base of all spec models: camelCase field names, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        protected_namespaces=(),
+        frozen=True,
+    )
+
+
+class ModelSpec(SpecModel):
+    """Which pipeline to run and where its weights are."""
+
+    family: FamilyName = Field(description="Pipeline family, for example sd15, sdxl, svd or sd-upscaler.")
+    source: str = Field(
+        min_length=1,
+        max_length=1024,
+        description=f"Where the diffusers pipeline folder (save_pretrained layout) is: {_URI_HELP}. "
+        "An s3:// model is downloaded once per node into a node-local cache.",
+    )
+    dtype: Dtype = Field(default="auto", description="Weights dtype; auto means float16 on GPUs and float32 on CPUs.")
+    controlnet: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description=f"ControlNet folder for sdxl-controlnet: {_URI_HELP}.",
+    )
+    motion_adapter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description=f"Motion adapter folder for animatediff: {_URI_HELP}.",
+    )
+
+
+class ParallelismSpec(SpecModel):
+    """How AsyncDiff splits the denoiser; the job uses modelN + stride - 1 devices (processes)."""
+
+    model_n: Literal[2, 3, 4] = Field(default=2, description="Number of denoiser stages (components), 2 to 4.")
+    stride: Literal[1, 2] = Field(default=1, description="Denoising stride; stride 2 adds one device and skips a step.")
+    warm_up: int = Field(
+        default=1, ge=1, le=limits.MAX_STEPS, description="Sequential warm-up steps before asynchronous denoising."
+    )
+    time_shift: bool = Field(default=False, description="Use AsyncDiff's time shifting.")
+
+    @property
+    def devices(self) -> int:
+        """Processes (GPUs) the job needs."""
+        return self.model_n + self.stride - 1
+
+
+class GenerationSpec(SpecModel):
+    """What to generate. Every prompt is run imagesPerPrompt times; output i uses seed + i."""
+
+    prompts: list[Prompt] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=limits.MAX_PROMPTS,
+        description="Prompts, one output per prompt and image. Exactly one of prompts and promptsFrom "
+        "(neither for svd).",
+    )
+    prompts_from: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="A JSONL file of prompts (s3://bucket/key, file:///path or a path); each line is a JSON "
+        'string or an object {"prompt": ..., "negativePrompt": ...}.',
+    )
+    negative_prompt: str | None = Field(
+        default=None, max_length=limits.MAX_PROMPT_CHARS, description="Negative prompt for every prompt."
+    )
+    steps: int = Field(default=25, ge=1, le=limits.MAX_STEPS, description="Denoising steps.")
+    guidance_scale: float = Field(
+        default=7.5, ge=0.0, le=50.0, description="Classifier-free guidance scale (svd: the maximum guidance scale)."
+    )
+    height: int | None = Field(
+        default=None,
+        ge=limits.MIN_SIDE,
+        le=limits.MAX_SIDE,
+        multiple_of=8,
+        description="Output height in pixels, a multiple of 8; default: the model's.",
+    )
+    width: int | None = Field(
+        default=None,
+        ge=limits.MIN_SIDE,
+        le=limits.MAX_SIDE,
+        multiple_of=8,
+        description="Output width in pixels, a multiple of 8; default: the model's.",
+    )
+    seed: int = Field(
+        default=0, ge=0, le=limits.MAX_SEED, description="Base seed; output i is generated with seed + i."
+    )
+    images_per_prompt: int = Field(
+        default=1, ge=1, le=limits.MAX_IMAGES_PER_PROMPT, description="Outputs (images or videos) per prompt."
+    )
+    init_image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Input image URI: img2img for sd15/sd21/sdxl/sd3, the image to inpaint for sdxl-inpaint, "
+        "the low-resolution image for sd-upscaler.",
+    )
+    strength: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="How much the init image is changed (img2img, inpaint)."
+    )
+    mask_image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Mask image URI for sdxl-inpaint (white = repaint)."
+    )
+    control_image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Control image URI for sdxl-controlnet."
+    )
+    controlnet_conditioning_scale: float = Field(
+        default=1.0, ge=0.0, le=2.0, description="ControlNet conditioning scale (sdxl-controlnet)."
+    )
+    conditioning_image: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="The image a video is generated from (svd)."
+    )
+    num_frames: int | None = Field(
+        default=None, ge=1, le=limits.MAX_FRAMES, description="Video frames (svd, animatediff); default: the model's."
+    )
+    fps: int = Field(
+        default=7, ge=1, le=60, description="Video frames per second (svd conditioning and the output file)."
+    )
+    noise_level: int = Field(default=20, ge=0, le=350, description="Noise added to the input image (sd-upscaler).")
+
+
+class OutputSpec(SpecModel):
+    """Where results go. The same S3 settings are used for every s3:// URI of the job (model, prompts, inputs).
+
+    Credentials are never part of the spec: they come from the environment (AWS_ACCESS_KEY_ID, ..., or a web
+    identity) or from a mounted Secret folder named by ASYNCDIFF_S3_SECRET_DIR.
+    """
+
+    uri: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="s3://bucket/prefix or file:///dir; outputs go to <uri>/<job name>/.",
+    )
+    format: OutputFormat | None = Field(
+        default=None,
+        description="png, jpeg or webp for images; mp4, gif or webp for video; default png for images and mp4 "
+        "for video.",
+    )
+    quality: int = Field(default=90, ge=1, le=100, description="jpeg, webp and mp4 quality, 1 to 100.")
+    endpoint_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="S3-compatible endpoint, for example http://minio.storage:9000; default: AWS.",
+    )
+    region: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$", description="S3 region, default us-east-1."
+    )
+    force_path_style: bool = Field(default=False, description="Use path-style addressing (most S3-compatible stores).")
+
+
+class JobSpec(SpecModel):
+    """The worker's job: the ``spec`` of an AsyncDiffJob."""
+
+    model: ModelSpec = Field(description="The pipeline and its weights.")
+    parallelism: ParallelismSpec = Field(
+        default_factory=lambda: ParallelismSpec(), description="AsyncDiff parallelism; devices = modelN + stride - 1."
+    )
+    generation: GenerationSpec = Field(description="What to generate.")
+    output: OutputSpec = Field(description="Where the outputs and the result manifest go.")
+
+    @property
+    def devices(self) -> int:
+        """Processes (GPUs) the job needs: modelN + stride - 1."""
+        return self.parallelism.devices
+
+
+class JobMetadata(BaseModel):
+    """The subset of Kubernetes object metadata the worker uses; other metadata fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Job name; outputs go to <output uri>/<name>/.",
+    )
+    namespace: str | None = Field(default=None, description="Kubernetes namespace (informational).")
+    uid: str | None = Field(default=None, description="Kubernetes object uid, recorded in object metadata.")
+
+
+class AsyncDiffJob(BaseModel):
+    """A whole AsyncDiffJob manifest, as given to ``kubectl apply`` or ``asyncdiff run``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    api_version: Literal["asyncdiff.io/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
+    kind: Literal["AsyncDiffJob"] = Field(KIND)
+    metadata: JobMetadata = Field(default_factory=lambda: JobMetadata())
+    spec: JobSpec
