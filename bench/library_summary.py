@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from asyncdiff.testing.tiny_pipelines import build_tiny_pipeline
+
 from tests.asyncdiff.dist_harness import Case, run_cases
 
 FAMILIES = ["sd15", "sd21", "sdxl", "sdxl-inpaint", "sdxl-controlnet", "sd3", "sd-upscaler", "svd", "animatediff"]
@@ -27,7 +28,9 @@ def main(steps: int = 6) -> int:
             cases.append((Case(family, "minimal", 2, 1, 1, steps), path))
         results = run_cases(cases)
     rows = []
-    print(f"{'family':<16}{'exact max|d|':>14}{'async max|d|':>14}{'async s':>9}{'bytes/step':>12}{'broadcast-all':>15}")
+    print(
+        f"{'family':<16}{'exact max|d|':>14}{'async max|d|':>14}{'async s':>9}{'bytes/step':>12}{'broadcast-all':>15}"
+    )
     for family in FAMILIES:
         exact = results[f"{family}-minimal-n2s1w{steps}-steps{steps}"]
         asyn = results[f"{family}-minimal-n2s1w1-steps{steps}"]
@@ -47,8 +50,10 @@ def main(steps: int = 6) -> int:
             "param_bytes_full": stats["param_bytes_full"],
         }
         rows.append(row)
-        print(f"{family:<16}{row['exact_max_abs_diff']:>14.2e}{row['async_max_abs_diff_vs_sequential']:>14.4f}"
-              f"{row['async_seconds']:>9.2f}{row['planned_bytes_per_step']:>12}{row['reference_bytes_per_step']:>15}")
+        print(
+            f"{family:<16}{row['exact_max_abs_diff']:>14.2e}{row['async_max_abs_diff_vs_sequential']:>14.4f}"
+            f"{row['async_seconds']:>9.2f}{row['planned_bytes_per_step']:>12}{row['reference_bytes_per_step']:>15}"
+        )
     out = Path(__file__).parent / "results" / "library_summary.json"
     out.write_text(json.dumps({"steps": steps, "ranks": 2, "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -55,9 +55,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> TinyModelDir:
         if key not in cache:
             from asyncdiff.testing.tiny_pipelines import build_tiny_pipeline
 
-            cache[key] = build_tiny_pipeline(
-                family, root / f"{family}-{layout}-{seed}", layout=layout, seed=seed
-            )
+            cache[key] = build_tiny_pipeline(family, root / f"{family}-{layout}-{seed}", layout=layout, seed=seed)
         return cache[key]
 
     return get
