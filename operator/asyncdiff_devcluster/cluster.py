@@ -25,6 +25,7 @@ from .apiserver.resources import ResourceRegistry
 from .apiserver.store import Store
 from .controllers.base import Controller
 from .controllers.crd import CRDS, CrdController, install_crd_hook
+from .controllers.deployment import DeploymentController
 from .controllers.endpoints import EndpointsController
 from .controllers.garbage_collector import GarbageCollector
 from .controllers.job import JobController
@@ -139,6 +140,7 @@ class DevCluster:
             GarbageCollector(self.api),
             Scheduler(self.api, self.config.node_name),
             JobController(self.api, backoff_base=self.config.job_backoff_base),
+            DeploymentController(self.api),
             EndpointsController(self.api),
         ]
         for controller in controllers:
