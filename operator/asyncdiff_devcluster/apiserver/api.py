@@ -156,11 +156,11 @@ class Api:
         return obj
 
     def _schema_pass(
-        self, rt: ResourceType, obj: dict[str, Any], field_validation: str
+        self, rt: ResourceType, obj: dict[str, Any], field_validation: str, old: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], list[str]]:
         if not rt.is_custom:
             return obj, []
-        result = schema.process(obj, rt.schema)
+        result = schema.process(obj, rt.schema, old)
         name = obj.get("metadata", {}).get("name", "")
         if result.unknown_fields and field_validation == "Strict":
             fields = ", ".join(f'unknown field "{f}"' for f in result.unknown_fields)
@@ -376,7 +376,7 @@ class Api:
                             )
                         ],
                     )
-        new, warnings = self._schema_pass(rt, new, field_validation)
+        new, warnings = self._schema_pass(rt, new, field_validation, existing)
         admission.on_update(self, rt, new, existing, subresource)
         if subresource is None and _spec_part(new) != _spec_part(existing):
             new["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1

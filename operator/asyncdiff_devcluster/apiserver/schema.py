@@ -6,8 +6,9 @@ pass; here a CR is processed in the API server's order (prune -> default -> vali
 back as a 422 with apimachinery-style messages, e.g.
 ``spec.steps: Invalid value: 500: spec.steps in body should be less than or equal to 200``.
 
-Not covered: CEL (``x-kubernetes-validations``), ``format`` checks other than the basic numeric ones, and
-``x-kubernetes-embedded-resource`` metadata checks.
+CEL rules (``x-kubernetes-validations``) run last, on the pruned and defaulted object (``cel.py``; pass the
+stored object as ``old`` on updates for transition rules). Not covered: ``format`` checks other than the basic
+numeric ones, and ``x-kubernetes-embedded-resource`` metadata checks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FieldError
+from . import cel
 
 _ROOT_IMPLICIT = ("apiVersion", "kind", "metadata")
 
@@ -29,8 +31,9 @@ class SchemaResult:
     unknown_fields: list[str] = field(default_factory=list)
 
 
-def process(obj: dict[str, Any], schema: dict[str, Any] | None) -> SchemaResult:
-    """Prune, default and validate a whole custom resource against its version's openAPIV3Schema."""
+def process(obj: dict[str, Any], schema: dict[str, Any] | None, old: dict[str, Any] | None = None) -> SchemaResult:
+    """Prune, default and validate a whole custom resource against its version's openAPIV3Schema; then its CEL
+    rules, when the schema checks passed (``old``: the stored object, on updates)."""
     result = SchemaResult(obj=copy.deepcopy(obj))
     if not schema:
         return result
@@ -58,6 +61,8 @@ def process(obj: dict[str, Any], schema: dict[str, Any] | None) -> SchemaResult:
     for key in schema.get("required") or []:
         if key not in result.obj and key not in _ROOT_IMPLICIT:
             result.errors.append(FieldError("FieldValueRequired", key, has_value=False))
+    if not result.errors:
+        result.errors.extend(cel.validate(result.obj, old, schema))
     return result
 
 
