@@ -3,7 +3,13 @@
 Why one pydantic model: the CRD schema (``crd.py``), the operator's validation of a CR and the child rendering all
 read the same model, and the job part is the worker's own ``JobSpec`` (never copied), so the worker and the operator
 cannot disagree on the job format. Reserved env names (torchrun's rendezvous variables) are rejected here because
-the operator sets them itself.
+the operator sets them itself; S3 credentials may only come from Secrets (``pod.s3CredentialsSecret`` or an env
+``valueFrom.secretKeyRef``), never as literal env values, because the spec is readable by anyone who can read jobs.
+
+GPUs and nodes: a job needs ``devices = modelN + stride - 1`` processes. ``runPolicy.numNodes`` pods each run
+``devices / numNodes`` of them (numNodes must divide devices). ``runPolicy.gpusPerNode`` defaults to that same
+number; set it to 0 for CPU-only pods (gloo); any other value must satisfy ``gpusPerNode x numNodes == devices``.
+The CRD checks the same rules with CEL (``crd.py``), so a wrong CR is refused at ``kubectl apply``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from asyncdiff_worker.spec import JobSpec
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "asyncdiff.io"
@@ -23,6 +29,9 @@ SHORT_NAME: Final = "adj"
 
 RESERVED_ENV: Final = frozenset({"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"})
 RESERVED_ENV_PREFIX: Final = "PET_"
+SECRET_ONLY_ENV: Final = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+"""Credentials: accepted only as ``valueFrom.secretKeyRef``, never as a literal ``value``."""
+RESERVED_VOLUMES: Final = frozenset({"job-spec", "s3-credentials"})
 
 Quantity = int | str
 """A Kubernetes quantity (``1``, ``500m``, ``16Gi``); x-kubernetes-int-or-string in the CRD."""
@@ -47,9 +56,25 @@ class RunPolicy(_Model):
         default=None, ge=0, description="Delete the AsyncDiffJob this long after it finished (outputs are kept)."
     )
     suspend: bool = Field(default=False, description="Do not start (or stop) the job's pods while true.")
-    num_nodes: Literal[1] = Field(default=1, description="Nodes; only 1 is supported in this version.")
+    stall_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Fail the attempt (reason Stalled, retried) when the worker shows no progress this long; "
+        "default: the operator's ASYNCDIFF_STALL_SECONDS (600).",
+    )
+    num_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Pods (nodes); more than 1 runs an Indexed Job plus a headless Service. Must divide the devices.",
+    )
     gpus_per_node: int | None = Field(
-        default=None, ge=0, le=64, description="GPUs per node; default modelN + stride - 1 (the job's devices)."
+        default=None,
+        ge=0,
+        le=64,
+        description="GPUs per pod; default devices / numNodes; 0 runs CPU-only pods (gloo). "
+        "Otherwise gpusPerNode x numNodes must equal the devices (modelN + stride - 1).",
     )
 
 
@@ -86,6 +111,21 @@ class EnvVar(_Model):
         return name
 
 
+class VolumeMount(_Model):
+    """A mount of one of ``pod.volumes`` into the worker container."""
+
+    name: str = Field(min_length=1, max_length=63, description="Volume name.")
+    mount_path: str = Field(min_length=1, max_length=1024, pattern=r"^/", description="Absolute path in the container.")
+    sub_path: str | None = Field(default=None, max_length=1024, description="Sub-path of the volume.")
+    read_only: bool | None = Field(default=None, description="Mount read-only.")
+
+
+class LocalObjectReference(_Model):
+    """A reference to an object of the same namespace by name."""
+
+    name: str = Field(min_length=1, max_length=253, description="Object name.")
+
+
 class Resources(_Model):
     """Container resources; nvidia.com/gpu is set from gpusPerNode."""
 
@@ -116,6 +156,47 @@ class PodOverride(_Model):
     )
     node_selector: dict[str, str] | None = Field(default=None, description="Node selector.")
     tolerations: list[Toleration] | None = Field(default=None, max_length=64, description="Tolerations.")
+    affinity: dict[str, Any] | None = Field(default=None, description="Pod affinity (core/v1 Affinity), as is.")
+    volumes: list[dict[str, Any]] | None = Field(
+        default=None, max_length=64, description="Extra pod volumes (core/v1 Volume), as is."
+    )
+    volume_mounts: list[VolumeMount] | None = Field(
+        default=None, max_length=64, description="Mounts of pod.volumes into the worker container."
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets for pulling the worker image."
+    )
+    priority_class_name: str | None = Field(default=None, min_length=1, max_length=253, description="Pod priority.")
+    labels: dict[str, str] | None = Field(default=None, description="Extra pod labels (the operator's own win).")
+    annotations: dict[str, str] | None = Field(default=None, description="Extra pod annotations.")
+    s3_credentials_secret: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="A Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN), "
+        "mounted read-only for the worker's S3 access.",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _credentials_by_reference(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        for var in env or []:
+            if var.name in SECRET_ONLY_ENV and var.value is not None:
+                raise ValueError(
+                    f"{var.name} may not have a literal value: use valueFrom.secretKeyRef or pod.s3CredentialsSecret"
+                )
+        return env
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_names(cls, volumes: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for volume in volumes or []:
+            name = volume.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError("every volume needs a name")
+            if name in RESERVED_VOLUMES:
+                raise ValueError(f"volume name {name} is reserved for the operator's own volumes")
+        return volumes
 
 
 class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when mypy checks this package alone
@@ -124,16 +205,35 @@ class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when my
     run_policy: RunPolicy = Field(default_factory=lambda: RunPolicy(), description="Retries, deadline, TTL, GPUs.")
     pod: PodOverride = Field(default_factory=lambda: PodOverride(), description="Worker pod settings.")
 
+    @model_validator(mode="after")
+    def _devices_fit_nodes(self) -> AsyncDiffJobSpec:
+        devices, nodes, gpus = self.devices, self.run_policy.num_nodes, self.run_policy.gpus_per_node
+        if devices % nodes:
+            raise ValueError(
+                f"runPolicy.numNodes: {nodes} does not divide the job's devices (modelN + stride - 1 = {devices})"
+            )
+        if gpus and gpus * nodes != devices:
+            raise ValueError(
+                f"runPolicy.gpusPerNode: {gpus} x numNodes {nodes} must equal the job's devices "
+                f"(modelN + stride - 1 = {devices})"
+            )
+        return self
+
     def job_spec(self) -> JobSpec:
         """The worker's part only (what goes into the child ConfigMap)."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"run_policy", "pod"})
         return JobSpec.model_validate(data)
 
     @property
+    def procs_per_node(self) -> int:
+        """Worker processes in each pod: devices / numNodes."""
+        return int(self.devices) // self.run_policy.num_nodes
+
+    @property
     def gpus_per_node(self) -> int:
-        """GPUs the pod asks for."""
+        """GPUs each pod asks for (default: one per process)."""
         value = self.run_policy.gpus_per_node
-        return self.devices if value is None else value
+        return self.procs_per_node if value is None else value
 
 
 def parse_spec(spec: dict[str, Any]) -> AsyncDiffJobSpec:

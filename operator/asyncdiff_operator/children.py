@@ -1,9 +1,18 @@
-"""Pure functions rendering the children of an AsyncDiffJob: the ConfigMap holding the job spec and the batch/v1 Job.
+"""Pure functions rendering the children of an AsyncDiffJob: the job-spec ConfigMap, the batch/v1 Job, and (for
+multi-node jobs) the headless Service.
 
 Why pure: rendering is where most operator bugs hide (labels, owner references, GPU limits, reserved env), and pure
 functions are unit-tested without a cluster. Names are deterministic (``<cr>-attempt-<n>``) so an operator restart
 re-creating a child gets 409 instead of a duplicate. The child Job has backoffLimit 0: the operator owns retries,
-because only it can tell a user error (never retried) from an infrastructure failure.
+because only it can tell a user error (never retried) from an infrastructure failure; a podFailurePolicy makes the
+Job controller replace a pod lost to eviction or preemption (``DisruptionTarget``) without failing the Job.
+
+Multi-node (``runPolicy.numNodes > 1``) follows Kubeflow Trainer's torch plugin: an Indexed Job
+(completions = parallelism = numNodes), a headless Service with ``publishNotReadyAddresses`` (rank 0 must resolve
+before it is Ready), pods with ``subdomain`` = the Service, and torchrun's own ``PET_*`` environment: PET_NNODES,
+PET_NPROC_PER_NODE, PET_NODE_RANK (the completion index, by the downward API), PET_MASTER_ADDR (pod 0's stable
+name ``<job>-0.<svc>.<ns>.svc.cluster.local``) and PET_MASTER_PORT. ``asyncdiff_worker.launch`` sees PET_NNODES and
+leaves the rendezvous to torchrun, which reads PET_* as the defaults of its flags.
 """
 
 from __future__ import annotations
@@ -20,6 +29,14 @@ CONTAINER: Final = "worker"
 LABEL_JOB: Final = f"{GROUP}/job"
 LABEL_ATTEMPT: Final = f"{GROUP}/attempt"
 KUEUE_LABELS: Final = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class")
+COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
+MASTER_PORT: Final = 29500
+S3_SECRET_DIR: Final = "/var/run/secrets/asyncdiff/s3"
+
+
+def service_name(cr_name: str) -> str:
+    """The headless Service of a multi-node job (one per CR, shared by its attempts)."""
+    return f"{cr_name}-nodes"
 
 
 def child_name(cr_name: str, attempt: int) -> str:
@@ -70,6 +87,22 @@ def render_configmap(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -
     }
 
 
+def multi_node_env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> list[dict[str, Any]]:
+    """torchrun's PET_* variables for one pod of an Indexed Job (Kubeflow Trainer's contract)."""
+    meta = cr["metadata"]
+    master = f"{child_name(meta['name'], attempt)}-0.{service_name(meta['name'])}.{meta.get('namespace')}"
+    return [
+        {"name": "PET_NNODES", "value": str(spec.run_policy.num_nodes)},
+        {"name": "PET_NPROC_PER_NODE", "value": str(spec.procs_per_node)},
+        {
+            "name": "PET_NODE_RANK",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
+        },
+        {"name": "PET_MASTER_ADDR", "value": f"{master}.svc.cluster.local"},
+        {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)},
+    ]
+
+
 def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> list[dict[str, Any]]:
     meta = cr["metadata"]
     env: list[dict[str, Any]] = [
@@ -79,6 +112,10 @@ def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> list[dict[
         {"name": "ASYNCDIFF_PROGRESS", "value": "json"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    if spec.run_policy.num_nodes > 1:
+        env.extend(multi_node_env(cr, spec, attempt))
+    if spec.pod.s3_credentials_secret:
+        env.append({"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR})
     for var in spec.pod.env or []:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
     return env
@@ -103,23 +140,38 @@ def _resources(spec: AsyncDiffJobSpec) -> dict[str, Any]:
 
 
 def worker_command(spec: AsyncDiffJobSpec) -> list[str]:
-    """The container command. ``asyncdiff_worker.launch`` wraps torchrun (``--nproc`` = the job's devices) and exits
-    with the root cause's documented code; bare torchrun would turn every failure into exit code 1."""
+    """The container command. ``asyncdiff_worker.launch`` wraps torchrun (``--nproc`` = the processes of this pod)
+    and exits with the root cause's documented code; bare torchrun would turn every failure into exit code 1."""
     return [
         "python",
         "-m",
         "asyncdiff_worker.launch",
-        f"--nproc={spec.devices}",
+        f"--nproc={spec.procs_per_node}",
         f"--spec={SPEC_DIR}/{SPEC_FILE}",
     ]
 
 
-def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
-    """The batch/v1 Job of one attempt: one pod, restartPolicy Never, backoffLimit 0."""
-    meta = cr["metadata"]
-    name = child_name(meta["name"], attempt)
-    labels = child_labels(cr, attempt)
+def _dump(items: list[Any]) -> list[dict[str, Any]]:
+    return [i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in items]
+
+
+def _volumes(spec: AsyncDiffJobSpec, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pod volumes and the worker's mounts: the job spec, the S3 credentials Secret, then the user's."""
     pod = spec.pod
+    volumes: list[dict[str, Any]] = [{"name": "job-spec", "configMap": {"name": name}}]
+    mounts: list[dict[str, Any]] = [{"name": "job-spec", "mountPath": SPEC_DIR, "readOnly": True}]
+    if pod.s3_credentials_secret:
+        volumes.append({"name": "s3-credentials", "secret": {"secretName": pod.s3_credentials_secret}})
+        mounts.append({"name": "s3-credentials", "mountPath": S3_SECRET_DIR, "readOnly": True})
+    volumes.extend(dict(v) for v in pod.volumes or [])
+    mounts.extend(_dump(pod.volume_mounts or []))
+    return volumes, mounts
+
+
+def _pod_spec(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
+    meta = cr["metadata"]
+    pod = spec.pod
+    volumes, mounts = _volumes(spec, child_name(meta["name"], attempt))
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [
@@ -129,18 +181,53 @@ def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict
                 "command": worker_command(spec),
                 "env": _env(cr, spec, attempt),
                 "resources": _resources(spec),
-                "volumeMounts": [{"name": "job-spec", "mountPath": SPEC_DIR, "readOnly": True}],
+                "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
-        "volumes": [{"name": "job-spec", "configMap": {"name": name}}],
+        "volumes": volumes,
     }
-    if pod.service_account_name:
-        pod_spec["serviceAccountName"] = pod.service_account_name
-    if pod.node_selector:
-        pod_spec["nodeSelector"] = dict(pod.node_selector)
-    if pod.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in pod.tolerations]
+    if spec.run_policy.num_nodes > 1:
+        pod_spec["subdomain"] = service_name(meta["name"])
+        pod_spec["containers"][0]["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT}]
+    optional: dict[str, Any] = {
+        "serviceAccountName": pod.service_account_name,
+        "nodeSelector": dict(pod.node_selector) if pod.node_selector else None,
+        "tolerations": _dump(pod.tolerations) if pod.tolerations else None,
+        "affinity": dict(pod.affinity) if pod.affinity else None,
+        "imagePullSecrets": _dump(pod.image_pull_secrets) if pod.image_pull_secrets else None,
+        "priorityClassName": pod.priority_class_name,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    return pod_spec
+
+
+DISRUPTION_POLICY: Final = {
+    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
+}
+"""Evicted or preempted pods are replaced by the Job controller and never fail the attempt."""
+
+
+def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
+    """The batch/v1 Job of one attempt: numNodes pods (Indexed when more than one), restartPolicy Never,
+    backoffLimit 0, disruptions ignored."""
+    meta = cr["metadata"]
+    name = child_name(meta["name"], attempt)
+    labels = child_labels(cr, attempt)
+    pod_labels = {**(spec.pod.labels or {}), **labels}
+    template_meta: dict[str, Any] = {"labels": pod_labels}
+    if spec.pod.annotations:
+        template_meta["annotations"] = dict(spec.pod.annotations)
+    nodes = spec.run_policy.num_nodes
+    job_spec: dict[str, Any] = {
+        "backoffLimit": 0,
+        "completions": nodes,
+        "parallelism": nodes,
+        "podFailurePolicy": DISRUPTION_POLICY,
+        "template": {"metadata": template_meta, "spec": _pod_spec(cr, spec, attempt)},
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -150,10 +237,27 @@ def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict
             "labels": labels,
             "ownerReferences": [owner_reference(cr)],
         },
+        "spec": job_spec,
+    }
+
+
+def render_service(cr: dict[str, Any]) -> dict[str, Any]:
+    """The headless Service giving multi-node pods stable names; not-ready addresses are published so rank 0
+    resolves while the others wait for it at the rendezvous."""
+    meta = cr["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(meta["name"]),
+            "namespace": meta.get("namespace"),
+            "labels": {LABEL_JOB: meta["name"]},
+            "ownerReferences": [owner_reference(cr)],
+        },
         "spec": {
-            "backoffLimit": 0,
-            "completions": 1,
-            "parallelism": 1,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {LABEL_JOB: meta["name"]},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
         },
     }

@@ -3,7 +3,11 @@
 Why generated: the CRD's openAPIV3Schema must never drift from the models the worker and the operator validate with.
 Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritten here: ``$ref`` inlined, the
 ``anyOf: [X, null]`` of optional fields collapsed to X, ``int | str`` made ``x-kubernetes-int-or-string``,
-``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, and keys Kubernetes rejects dropped.
+``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, ``dict[str, Any]`` (affinity, volumes)
+made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
+structural schema cannot say are CEL rules (``x-kubernetes-validations``): the devices must fit the nodes and GPUs,
+and the spec is immutable once the operator started the job (``status.attempts > 0``), except
+``runPolicy.suspend``. The immutability rule is generated from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
@@ -16,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from asyncdiff_worker.spec import ParallelismSpec
 
-from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec
+from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 
+_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{GROUP}_{PLURAL}.yaml"
 _KEEP = frozenset(
     {
@@ -43,6 +49,7 @@ _KEEP = frozenset(
         "additionalProperties",
         "nullable",
         "x-kubernetes-int-or-string",
+        "x-kubernetes-preserve-unknown-fields",
     }
 )
 
@@ -83,27 +90,145 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "items":
             out[key] = structural(value, defs)
         elif key == "additionalProperties":
-            if isinstance(value, dict):
+            if isinstance(value, dict) and value:
                 out[key] = structural(value, defs)
+            elif value is True or value == {}:
+                out["x-kubernetes-preserve-unknown-fields"] = True
         elif key in _KEEP:
             out[key] = value
     return out
+
+
+_DEVICES = (
+    f"(has(self.parallelism) ? self.parallelism.modelN + self.parallelism.stride - 1 : {ParallelismSpec().devices})"
+)
+
+
+def spec_rules() -> list[dict[str, str]]:
+    """CEL rules on ``spec``: the job's devices (modelN + stride - 1) fit numNodes and gpusPerNode."""
+    return [
+        {
+            "rule": f"!has(self.runPolicy) || {_DEVICES} % self.runPolicy.numNodes == 0",
+            "fieldPath": ".runPolicy.numNodes",
+            "message": "runPolicy.numNodes must divide the job's devices (parallelism.modelN + stride - 1)",
+        },
+        {
+            "rule": "!has(self.runPolicy) || !has(self.runPolicy.gpusPerNode) || self.runPolicy.gpusPerNode == 0 || "
+            f"self.runPolicy.gpusPerNode * self.runPolicy.numNodes == {_DEVICES}",
+            "fieldPath": ".runPolicy.gpusPerNode",
+            "message": "runPolicy.gpusPerNode x runPolicy.numNodes must equal the job's devices "
+            "(parallelism.modelN + stride - 1), or gpusPerNode must be 0 (CPU-only pods)",
+        },
+    ]
+
+
+def _same(field: str) -> str:
+    new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
+    return f"(has({new}) ? has({old}) && {new} == {old} : !has({old}))"
+
+
+def _policy_value(side: str, field: str, default: Any) -> str:
+    value = f"{side}.spec.runPolicy.{field}"
+    return f"(has({side}.spec.runPolicy) && has({value}) ? {value} : {default})"
+
+
+def immutability_rule() -> dict[str, str]:
+    """A transition rule at the root: once ``status.attempts > 0`` every spec field except runPolicy.suspend is
+    fixed. runPolicy fields compare by effective value (defaults filled in), so adding ``runPolicy: {suspend: true}``
+    to a job that had no runPolicy is allowed."""
+    parts = []
+    for name, info in AsyncDiffJobSpec.model_fields.items():
+        alias = info.alias or name
+        if alias != "runPolicy":
+            parts.append(_same(alias))
+    for name, info in RunPolicy.model_fields.items():
+        alias = info.alias or name
+        if alias == "suspend":
+            continue
+        default = -1 if info.default is None else info.default
+        parts.append(f"{_policy_value('self', alias, default)} == {_policy_value('oldSelf', alias, default)}")
+    started = "has(oldSelf.status) && has(oldSelf.status.attempts) && oldSelf.status.attempts > 0"
+    return {
+        "rule": f"!({started}) || ({' && '.join(parts)})",
+        "fieldPath": ".spec",
+        "message": "spec is immutable once the job has started (status.attempts > 0), except spec.runPolicy.suspend",
+    }
 
 
 def spec_schema() -> dict[str, Any]:
     """The openAPIV3Schema of ``spec``."""
     raw = AsyncDiffJobSpec.model_json_schema(by_alias=True)
     defs = raw.pop("$defs", {})
-    return structural(raw, defs)
+    out = structural(raw, defs)
+    out["x-kubernetes-validations"] = spec_rules()
+    return out
+
+
+def _obj(description: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _str(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str) -> dict[str, Any]:
+    return {"type": "integer", "description": description}
 
 
 def status_schema() -> dict[str, Any]:
-    """``status`` is written only by the operator; its fields are documented in ``status.py``."""
-    return {
-        "type": "object",
-        "description": "Written by the operator: phase, conditions, attempts, progress, outputs, lastFailure.",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    """``status``, written only by the operator (``status.py``); typed, so a wrong write is caught in tests."""
+    condition = _obj(
+        "A metav1.Condition.",
+        {
+            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed."),
+            "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+            "reason": _str("CamelCase reason (asyncdiff_operator.reasons)."),
+            "message": _str("Human-readable detail."),
+            "observedGeneration": _int("The generation this condition was set for."),
+            "lastTransitionTime": _str("When status last changed.", format="date-time"),
+        },
+        required=["type", "status"],
+    )
+    progress = _obj(
+        "The worker's last progress line.",
+        {
+            "outputsDone": _int("Outputs stored."),
+            "outputsTotal": _int("Outputs of the job."),
+            "step": _int("Denoising step of the current output."),
+            "steps": _int("Steps per output."),
+            "summary": _str("done/total, for the Progress column."),
+            "lastProgressTs": {"type": "number", "description": "Unix time of the worker's last real progress."},
+        },
+    )
+    failure = _obj(
+        "The last failed attempt.",
+        {
+            "reason": _str("CamelCase reason (the worker's exit code reason, Stalled, DeadlineExceeded...)."),
+            "message": _str("The worker's termination message or the operator's explanation."),
+            "exitCode": _int("The worker's exit code, when it exited."),
+            "attempt": _int("The attempt that failed."),
+        },
+    )
+    return _obj(
+        "Written by the operator.",
+        {
+            "phase": _str("Pending, Running, Suspended, Succeeded or Failed.", enum=list(_PHASES)),
+            "conditions": {"type": "array", "items": condition, "description": "metav1.Conditions."},
+            "observedGeneration": _int("The generation the operator last acted on."),
+            "attempts": _int("Attempts created (each is one child Job)."),
+            "failedAttempts": _int("Failed attempts counted against backoffLimit (disruptions are not)."),
+            "child": _str("The current attempt's Job and ConfigMap name."),
+            "devices": _int("Worker processes of the job (modelN + stride - 1)."),
+            "progress": progress,
+            "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Output URIs."},
+            "manifest": _str("URI of the result manifest (written last: the commit marker)."),
+            "startTime": _str("When the current run started (reset on resume).", format="date-time"),
+            "completionTime": _str("When the job finished.", format="date-time"),
+            "lastFailure": failure,
+            "kopf": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "description": "kopf's own."},
+        },
+    )
 
 
 def build_crd() -> dict[str, Any]:
@@ -148,6 +273,7 @@ def build_crd() -> dict[str, Any]:
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
+                            "x-kubernetes-validations": [immutability_rule()],
                         }
                     },
                 }

@@ -1,39 +1,76 @@
-"""Pure status logic: from what the child pod shows to the CR's next status and the operator's next action.
+"""Pure status logic: from what the child Job and pods show to the CR's next status and the operator's next actions.
 
-Why pure: the failure policy (user errors fail at once, others retry up to backoffLimit, terminal phases absorbing)
-is the operator's most important behaviour, and a pure function of (status, observation) is unit-tested without a
-cluster and is the same on every reconcile (level-based: running it twice changes nothing).
+Why pure: the failure policy is the operator's most important behaviour, and a pure function of (status, spec's
+run policy, observation, clock) is unit-tested without a cluster and gives the same answer on every reconcile
+(level-based: running it twice changes nothing, and children have deterministic names).
+
+The policy, in order:
+- Terminal phases (Succeeded, Failed) are absorbing: nothing is created again.
+- ``suspend``: the current attempt's Job is deleted (GPUs released) and the phase is Suspended; resuming creates a
+  new attempt, which does not count as a failure, and restarts the deadline clock (as batch/v1 Job does).
+- Success of every pod wins over a deadline that expired in the same tick.
+- ``activeDeadlineSeconds`` (from ``startTime``): Failed, reason DeadlineExceeded, children deleted.
+- Disruptions (eviction, preemption: pod reason Evicted/Preempted or a ``DisruptionTarget`` condition) never
+  count: the Job controller replaces the pod (podFailurePolicy Ignore), or a new attempt is made if the Job failed.
+- Stall: a running attempt whose progress stalls (``ts - lastProgressTs`` of the last progress line, or no line at
+  all, for longer than the window) is failed with reason Stalled, its Job deleted, and retried like an
+  infrastructure failure.
+- Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
+  backoffLimit``.
+- A child Job that vanished while the CR is active is re-created under the same attempt name.
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from asyncdiff_worker.exit_codes import USER_ERROR_CODES, reason_for
 
 from asyncdiff_operator import reasons
+from asyncdiff_operator.api import RunPolicy
+
+DEFAULT_STALL_SECONDS = 600.0
 
 
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_iso(ts: float | None = None) -> str:
+    moment = datetime.datetime.fromtimestamp(time.time() if ts is None else ts, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the operator saw of the current attempt's pod."""
+    """What the operator saw of the current attempt (all its pods folded into one view)."""
 
-    pod_phase: str | None = None  # None: no pod yet
-    exit_code: int | None = None  # set once the container terminated
+    pod_phase: str | None = None  # None: no pod yet; else the attempt's phase (Pending/Running/Succeeded/Failed)
+    exit_code: int | None = None  # set once the attempt ended (0 only when every pod succeeded)
     message: str = ""
-    event: dict[str, Any] | None = None  # the last progress line
+    event: dict[str, Any] | None = None  # the last progress line of rank 0's pod
+    job_found: bool = True  # False: the child Job does not exist
+    job_failed: bool = False  # the child Job has its Failed condition
+    disrupted: bool = False  # a pod was evicted or preempted (DisruptionTarget)
+    running_since: float | None = None  # when rank 0's container started (Unix time)
+    active: int = 0  # pods not yet finished
 
 
 @dataclass
 class Decision:
     status: dict[str, Any] = field(default_factory=dict)
     create_attempt: int | None = None
+    delete_attempt: int | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type Normal/Warning, reason, message)
+    retried: str | None = None  # the reason of a retry, for metrics
 
 
 def set_condition(
@@ -62,60 +99,157 @@ def progress_of(event: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     done, total = int(event.get("outputsDone") or 0), int(event.get("outputsTotal") or 0)
     step, steps = int(event.get("step") or 0), int(event.get("steps") or 0)
-    return {
-        "outputsDone": done,
-        "outputsTotal": total,
-        "step": step,
-        "steps": steps,
-        "summary": f"{done}/{total}",
-        "lastProgressTs": event.get("lastProgressTs"),
-    }
+    out: dict[str, Any] = {"outputsDone": done, "outputsTotal": total, "step": step, "steps": steps}
+    out["summary"] = f"{done}/{total}"
+    if isinstance(event.get("lastProgressTs"), int | float):
+        out["lastProgressTs"] = float(event["lastProgressTs"])
+    return out
 
 
-def decide(status: dict[str, Any], obs: Observation, backoff_limit: int, generation: int) -> Decision:
-    """Next status (a patch of ``status``) and whether to create the next attempt."""
+def stall_of(obs: Observation, now: float, window: float) -> str | None:
+    """Why a running attempt counts as stalled, or None."""
+    if obs.pod_phase != "Running" or obs.exit_code is not None:
+        return None
+    event = obs.event
+    if event is None:
+        if obs.running_since is not None and now - obs.running_since > window:
+            return f"no progress line for {now - obs.running_since:.0f} s after the worker started"
+        return None
+    ts = float(event.get("ts") or 0.0)
+    last = float(event.get("lastProgressTs") or ts)
+    if ts - last > window:
+        return f"no progress for {ts - last:.0f} s (heartbeats continue: a hung collective?)"
+    if now - ts > window:
+        return f"no log line for {now - ts:.0f} s"
+    return None
+
+
+class _Ctx:
+    """The pieces every branch of ``decide`` needs."""
+
+    def __init__(self, status: dict[str, Any], generation: int, now: float) -> None:
+        self.status = status
+        self.generation = generation
+        self.now = now
+        self.attempts = int(status.get("attempts") or 0)
+        self.failed = int(status.get("failedAttempts") or 0)
+        self.conds = list(status.get("conditions") or [])
+
+    def cond(self, ctype: str, value: bool, reason: str, message: str = "") -> None:
+        self.conds = set_condition(self.conds, ctype, value, reason, message, self.generation)
+
+
+def _new_attempt(ctx: _Ctx, out: dict[str, Any], why: str) -> Decision:
+    attempt = ctx.attempts + 1
+    out.update(phase=reasons.PENDING, attempts=attempt)
+    ctx.cond(reasons.COND_CREATED, True, reasons.JOB_CREATED, f"attempt {attempt} created ({why})")
+    out["conditions"] = ctx.conds
+    return Decision(out, create_attempt=attempt)
+
+
+def _finish_failed(ctx: _Ctx, out: dict[str, Any], reason: str, message: str, obs: Observation) -> Decision:
+    out.update(phase=reasons.FAILED, completionTime=now_iso(ctx.now))
+    ctx.cond(reasons.COND_RUNNING, False, reason, message)
+    ctx.cond(reasons.COND_FAILED, True, reason, message)
+    out["conditions"] = ctx.conds
+    delete = ctx.attempts if obs.active or reason in (reasons.DEADLINE_EXCEEDED, reasons.STALLED) else None
+    return Decision(out, delete_attempt=delete, events=[("Warning", reason, message)])
+
+
+def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy, reason: str, msg: str) -> Decision:
+    """One failed attempt: retry it (an infrastructure failure under the limit) or fail the job."""
+    code = obs.exit_code
+    record: dict[str, Any] = {"reason": reason, "message": msg[:2048], "attempt": ctx.attempts}
+    if code is not None:
+        record["exitCode"] = code
+    out["lastFailure"] = record
+    user_error = code is not None and code in USER_ERROR_CODES
+    failed = ctx.failed + 1
+    out["failedAttempts"] = failed
+    if not user_error and failed <= policy.backoff_limit:
+        ctx.cond(reasons.COND_RUNNING, False, reasons.RETRYING, f"attempt {ctx.attempts}: {reason}: {msg}")
+        decision = _new_attempt(ctx, out, f"retry after {reason}")
+        decision.delete_attempt = ctx.attempts if obs.active or reason == reasons.STALLED else None
+        decision.events.append(("Warning", reasons.RETRYING, f"attempt {ctx.attempts} failed ({reason}): {msg}"))
+        decision.retried = reason
+        return decision
+    final = reason if user_error else reasons.BACKOFF_LIMIT_EXCEEDED
+    return _finish_failed(ctx, out, final, f"{reason}: {msg}" if final != reason else msg, obs)
+
+
+def decide(
+    status: dict[str, Any],
+    obs: Observation,
+    policy: RunPolicy,
+    generation: int,
+    *,
+    now: float | None = None,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
+) -> Decision:
+    """Next status (a patch of ``status``) and the children to create or delete."""
     phase = status.get("phase")
     if phase in reasons.TERMINAL_PHASES:
         return Decision()
-    attempts = int(status.get("attempts") or 0)
-    conds = list(status.get("conditions") or [])
-    if attempts == 0:
-        conds = set_condition(conds, reasons.COND_CREATED, True, reasons.JOB_CREATED, "attempt 1 created", generation)
-        return Decision({"phase": reasons.PENDING, "attempts": 1, "conditions": conds}, create_attempt=1)
+    ctx = _Ctx(status, generation, time.time() if now is None else now)
     out: dict[str, Any] = {}
+    if policy.suspend:
+        if phase == reasons.SUSPENDED:
+            return Decision()
+        out["phase"] = reasons.SUSPENDED
+        ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
+        ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
+        out["conditions"] = ctx.conds
+        msg = "suspended: pods deleted" if ctx.attempts else "created suspended"
+        return Decision(out, delete_attempt=ctx.attempts or None, events=[("Normal", reasons.SUSPENDED_REASON, msg)])
+    if phase == reasons.SUSPENDED or ctx.attempts == 0:
+        out["startTime"] = now_iso(ctx.now)
+        if phase == reasons.SUSPENDED:
+            ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+        decision = _new_attempt(ctx, out, "resumed" if phase == reasons.SUSPENDED else "new job")
+        decision.events.append(("Normal", reasons.JOB_CREATED, f"attempt {decision.create_attempt} created"))
+        return decision
     progress = progress_of(obs.event)
-    if progress is not None:
+    if progress is not None and progress != status.get("progress"):
         out["progress"] = progress
-    if obs.exit_code is None:
-        if obs.pod_phase == "Running":
-            out["phase"] = reasons.RUNNING
-            if not status.get("startTime"):
-                out["startTime"] = now_iso()
-            if phase != reasons.RUNNING:
-                conds = set_condition(conds, reasons.COND_RUNNING, True, reasons.POD_RUNNING, "", generation)
-                out["conditions"] = conds
-        return Decision(out)
-    code = obs.exit_code
-    if code == 0:
+    if obs.exit_code == 0:
         event = obs.event or {}
-        out.update(phase=reasons.SUCCEEDED, completionTime=now_iso())
+        out.update(phase=reasons.SUCCEEDED, completionTime=now_iso(ctx.now))
         if event.get("asyncdiff") == "done":
-            out["outputs"] = list(event.get("outputs") or [])[:50]
-            out["manifest"] = event.get("manifest")
-        conds = set_condition(conds, reasons.COND_RUNNING, False, reasons.JOB_SUCCEEDED, "", generation)
-        out["conditions"] = set_condition(conds, reasons.COND_SUCCEEDED, True, reasons.JOB_SUCCEEDED, "", generation)
-        return Decision(out)
-    reason = reason_for(code)
-    message = obs.message.strip() or f"worker exited with code {code}"
-    out["lastFailure"] = {"reason": reason, "message": message[:2048], "exitCode": code, "attempt": attempts}
-    if code not in USER_ERROR_CODES and attempts < backoff_limit + 1:
-        out.update(phase=reasons.PENDING, attempts=attempts + 1)
-        out["conditions"] = set_condition(
-            conds, reasons.COND_RUNNING, False, reasons.RETRYING, f"attempt {attempts}: {message}", generation
-        )
-        return Decision(out, create_attempt=attempts + 1)
-    final = reason if code in USER_ERROR_CODES else reasons.BACKOFF_LIMIT_EXCEEDED
-    out.update(phase=reasons.FAILED, completionTime=now_iso())
-    conds = set_condition(conds, reasons.COND_RUNNING, False, final, message, generation)
-    out["conditions"] = set_condition(conds, reasons.COND_FAILED, True, final, message, generation)
+            out["outputs"] = [str(u) for u in (event.get("outputs") or [])][:50]
+            if event.get("manifest"):
+                out["manifest"] = str(event["manifest"])
+        ctx.cond(reasons.COND_RUNNING, False, reasons.JOB_SUCCEEDED, "")
+        ctx.cond(reasons.COND_SUCCEEDED, True, reasons.JOB_SUCCEEDED, "")
+        out["conditions"] = ctx.conds
+        return Decision(out, events=[("Normal", reasons.JOB_SUCCEEDED, f"attempt {ctx.attempts} succeeded")])
+    start = parse_iso(status.get("startTime"))
+    deadline = policy.active_deadline_seconds
+    if deadline is not None and start is not None and ctx.now - start >= deadline:
+        msg = f"the job ran longer than activeDeadlineSeconds ({deadline} s)"
+        out["lastFailure"] = {"reason": reasons.DEADLINE_EXCEEDED, "message": msg, "attempt": ctx.attempts}
+        return _finish_failed(ctx, out, reasons.DEADLINE_EXCEEDED, msg, obs)
+    if not obs.job_found:
+        decision = Decision(out, create_attempt=ctx.attempts)
+        decision.events.append(("Warning", reasons.CHILD_MISSING, f"Job of attempt {ctx.attempts} re-created"))
+        return decision
+    if obs.disrupted:
+        if obs.job_failed:  # the Job gave up despite its podFailurePolicy: a new attempt, not counted
+            decision = _new_attempt(ctx, out, "disruption")
+            decision.delete_attempt = ctx.attempts if obs.active else None
+            decision.events.append(("Warning", reasons.DISRUPTED, f"attempt {ctx.attempts} disrupted: {obs.message}"))
+            decision.retried = reasons.DISRUPTED
+            return decision
+        if obs.exit_code is not None:  # the Job controller replaces the pod
+            return Decision(out) if out else Decision()
+    if obs.exit_code is not None:
+        code = obs.exit_code
+        return _failure(ctx, out, obs, policy, reason_for(code), obs.message.strip() or f"worker exited {code}")
+    stalled = stall_of(obs, ctx.now, stall_seconds)
+    if stalled is not None:
+        return _failure(ctx, out, obs, policy, reasons.STALLED, stalled)
+    if obs.pod_phase == "Running" and phase != reasons.RUNNING:
+        out["phase"] = reasons.RUNNING
+        ctx.cond(reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"attempt {ctx.attempts} running")
+        out["conditions"] = ctx.conds
+        return Decision(out, events=[("Normal", reasons.POD_RUNNING, f"attempt {ctx.attempts} running")])
     return Decision(out)

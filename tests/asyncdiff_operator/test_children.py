@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 import yaml
 from asyncdiff_operator import crd, reasons
-from asyncdiff_operator.api import parse_spec
-from asyncdiff_operator.children import render_configmap, render_job
-from asyncdiff_operator.status import Observation, decide
+from asyncdiff_operator.api import RunPolicy, parse_spec
+from asyncdiff_operator.children import render_configmap, render_job, render_service
 from pydantic import ValidationError
 
 CR: dict[str, Any] = {
@@ -30,6 +29,10 @@ CR: dict[str, Any] = {
 }
 
 
+def with_spec(**changes: Any) -> dict[str, Any]:
+    return {**CR, "spec": {**CR["spec"], **changes}}
+
+
 def test_checked_in_crd_matches_the_models() -> None:
     assert crd.CRD_FILE.read_text() == crd.render(), "run: python -m asyncdiff_operator.crd"
 
@@ -40,6 +43,11 @@ def test_crd_schema_is_structural() -> None:
         assert bad not in text
     schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert "runPolicy" in schema["properties"]["spec"]["properties"]
+    pod = schema["properties"]["spec"]["properties"]["pod"]["properties"]
+    assert pod["affinity"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert pod["volumes"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
+    status = schema["properties"]["status"]
+    assert "x-kubernetes-preserve-unknown-fields" not in status and "phase" in status["properties"]
 
 
 def test_job_rendering() -> None:
@@ -52,7 +60,10 @@ def test_job_rendering() -> None:
         "asyncdiff.io/attempt": "2",
         "kueue.x-k8s.io/queue-name": "q",
     }
-    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["completions"] == 1
+    assert "completionMode" not in job["spec"]
+    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "Ignore" and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["nodeSelector"] == {"gpu": "h100"}
     (c,) = pod["containers"]
@@ -60,7 +71,63 @@ def test_job_rendering() -> None:
     assert "--nproc=4" in c["command"] and "--spec=/etc/asyncdiff/job.yaml" in c["command"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert {"name": "FOO", "value": "bar"} in c["env"]
+    assert not [e for e in c["env"] if e["name"].startswith("PET_")]
     assert pod["volumes"][0]["configMap"]["name"] == "j-attempt-2"
+
+
+def test_multi_node_rendering() -> None:
+    cr = with_spec(parallelism={"modelN": 2, "stride": 1}, runPolicy={"numNodes": 2})
+    spec = parse_spec(cr["spec"])
+    assert spec.procs_per_node == 1 and spec.gpus_per_node == 1
+    job = render_job(cr, spec, 1)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == "j-nodes"
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PET_NNODES"]["value"] == "2" and env["PET_NPROC_PER_NODE"]["value"] == "1"
+    assert env["PET_MASTER_ADDR"]["value"] == "j-attempt-1-0.j-nodes.ns.svc.cluster.local"
+    assert env["PET_MASTER_PORT"]["value"] == "29500"
+    rank = env["PET_NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert rank == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert "--nproc=1" in c["command"] and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    svc = render_service(cr)
+    assert svc["metadata"]["name"] == "j-nodes" and svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == {"asyncdiff.io/job": "j"}
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_pod_override_rendering() -> None:
+    pod_override = {
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        "imagePullSecrets": [{"name": "regcred"}],
+        "priorityClassName": "high",
+        "labels": {"team": "a", "asyncdiff.io/job": "spoofed"},
+        "annotations": {"note": "x"},
+        "s3CredentialsSecret": "s3-creds",
+        "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s", "key": "id"}}}],
+    }
+    cr = with_spec(pod=pod_override, runPolicy={"gpusPerNode": 0})
+    job = render_job(cr, parse_spec(cr["spec"]), 1)
+    template = job["spec"]["template"]
+    assert template["metadata"]["labels"]["team"] == "a"
+    assert template["metadata"]["labels"]["asyncdiff.io/job"] == "j"  # ours win
+    assert template["metadata"]["annotations"] == {"note": "x"}
+    pod = template["spec"]
+    assert pod["affinity"] == pod_override["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "high"
+    names = [v["name"] for v in pod["volumes"]]
+    assert names == ["job-spec", "s3-credentials", "models"]
+    assert pod["volumes"][1]["secret"] == {"secretName": "s3-creds"}
+    (c,) = pod["containers"]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/etc/asyncdiff", "/var/run/secrets/asyncdiff/s3", "/models"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ASYNCDIFF_S3_SECRET_DIR"]["value"] == "/var/run/secrets/asyncdiff/s3"
+    assert "nvidia.com/gpu" not in c["resources"].get("limits", {})  # gpusPerNode 0: a CPU pod
 
 
 def test_configmap_holds_only_the_worker_spec() -> None:
@@ -78,18 +145,28 @@ def test_reserved_env_is_rejected(name: str) -> None:
         parse_spec(spec)
 
 
-def test_failure_policy() -> None:
-    first = decide({}, Observation(), backoff_limit=1, generation=1)
-    assert first.create_attempt == 1 and first.status["phase"] == reasons.PENDING
-    user = decide({"attempts": 1, "phase": "Running"}, Observation("Failed", 11, "ModelNotFound"), 1, 1)
-    assert user.create_attempt is None and user.status["phase"] == reasons.FAILED
-    assert user.status["lastFailure"]["reason"] == "ModelNotFound"
-    infra = decide({"attempts": 1, "phase": "Running"}, Observation("Failed", 21, "peer"), 1, 1)
-    assert infra.create_attempt == 2
-    out = decide({"attempts": 2, "phase": "Running"}, Observation("Failed", 21, "peer"), 1, 1)
-    assert out.create_attempt is None and out.status["phase"] == reasons.FAILED
-    done = decide(
-        {"attempts": 1}, Observation("Succeeded", 0, "", {"asyncdiff": "done", "outputs": ["s3://b/o.png"]}), 1, 1
-    )
-    assert done.status["phase"] == reasons.SUCCEEDED and done.status["outputs"] == ["s3://b/o.png"]
-    assert decide({"phase": "Failed", "attempts": 1}, Observation("Failed", 21), 5, 1).status == {}
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"pod": {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "x"}]}}, "literal value"),
+        ({"pod": {"volumes": [{"name": "job-spec", "emptyDir": {}}]}}, "reserved"),
+        ({"runPolicy": {"numNodes": 3}}, "does not divide"),
+        ({"runPolicy": {"gpusPerNode": 3}}, "must equal"),
+    ],
+)
+def test_bad_specs_are_rejected(change: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        parse_spec({**CR["spec"], **change})
+
+
+def test_status_schema_accepts_what_the_operator_writes() -> None:
+    """Every key the status logic writes is declared in the typed status schema (or it would be pruned)."""
+    from asyncdiff_operator.status import Observation, decide
+
+    props = crd.status_schema()["properties"]
+    policy = RunPolicy(backoffLimit=1)
+    first = decide({}, Observation(), policy, 1)
+    failed = decide({"attempts": 1, "phase": "Running"}, Observation("Failed", 21, "peer"), policy, 1)
+    for decision in (first, failed):
+        assert set(decision.status) <= set(props), set(decision.status) - set(props)
+    assert reasons.FAILED in props["phase"]["enum"]

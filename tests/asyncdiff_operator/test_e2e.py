@@ -1,100 +1,85 @@
 """End to end on the local control plane: kubectl apply -> the real operator -> Job -> torchrun workers -> outputs.
 
-Why one success and one failure job in one cluster: each torchrun start costs ~10 s on 2 cores; the two jobs run
-side by side, so the test also covers two jobs at once.
+Why these jobs: each torchrun start costs several seconds on 2 cores, so every test runs real tiny jobs (2 steps,
+32x32) that each cover several behaviours: two jobs at once (one succeeds, one fails fast on a bad model), a
+multi-node Indexed Job whose operator is killed and restarted mid-run, and suspend then resume.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from asyncdiff_devcluster.testing import running_dev_cluster
 
-REPO = Path(__file__).resolve().parents[2]
-KUBECTL = str(Path(sys.executable).parent / "kubectl")
+from .conftest import E2E, job_manifest
+
 pytestmark = pytest.mark.slow
 
 
-def job_manifest(name: str, source: str, out: Path) -> dict[str, object]:
-    return {
-        "apiVersion": "asyncdiff.io/v1alpha1",
-        "kind": "AsyncDiffJob",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "model": {"family": "sd15", "source": source, "dtype": "float32"},
-            "parallelism": {"modelN": 2, "stride": 1, "warmUp": 1},
-            "generation": {"prompts": ["a red cube"], "steps": 3, "height": 32, "width": 32},
-            "output": {"uri": out.as_uri()},
-            "runPolicy": {"backoffLimit": 2},
-        },
-    }
-
-
-def test_tiny_job_succeeds_and_bad_model_fails_fast(tmp_path: Path) -> None:
-    from asyncdiff.testing.tiny_pipelines import build_tiny_pipeline
-
-    model = tmp_path / "tiny-sd15"
-    build_tiny_pipeline("sd15", model)
-    out = tmp_path / "results"
+def test_tiny_job_succeeds_and_bad_model_fails_fast(e2e: E2E, tiny_model: Path) -> None:
+    out = e2e.root / "results"
     out.mkdir()
-    with running_dev_cluster(tmp_path / "cluster", gpus=4, job_backoff_base=0.0, restart_backoff=0.1) as cluster:
-        env = cluster.env(KUBECACHEDIR=str(tmp_path / "kcache"), ASYNCDIFF_RECONCILE_INTERVAL="0.5")
+    good = job_manifest("tiny-ok", tiny_model.as_uri(), out)
+    bad = job_manifest("tiny-bad", (e2e.root / "missing").as_uri(), out)
+    t0 = time.monotonic()
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([good, bad]))
+    e2e.wait(lambda: e2e.jobs("tiny-ok"), 20, "child Job of tiny-ok")
+    latency = time.monotonic() - t0
+    e2e.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "adj/tiny-ok", "--timeout=90s", timeout=100)
+    to_succeeded = time.monotonic() - t0
+    e2e.kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "adj/tiny-bad", "--timeout=30s", timeout=40)
+    print(f"\nCR create -> child Job: {latency:.2f} s; CR create -> Succeeded: {to_succeeded:.1f} s")
 
-        def kubectl(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
-            result = subprocess.run(
-                [KUBECTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
-            )
-            assert result.returncode == 0, f"kubectl {args}: {result.stdout}{result.stderr}"
-            return result.stdout
+    ok = e2e.status("tiny-ok")
+    assert ok["attempts"] == 1 and ok["devices"] == 2 and ok["child"] == "tiny-ok-attempt-1"
+    assert ok["outputs"] and all(Path(u.removeprefix("file://")).exists() for u in ok["outputs"])
+    assert ok["manifest"].endswith("manifest.json") and ok["startTime"] and ok["completionTime"]
+    assert ok["progress"]["summary"] == "1/1"
+    assert {c["type"]: c["status"] for c in ok["conditions"]}["Succeeded"] == "True"
+    assert list((out / "tiny-ok").rglob("*.png"))
 
-        kubectl("apply", "-f", str(REPO / "crds" / "asyncdiff.io_asyncdiffjobs.yaml"))
-        log = (tmp_path / "operator.log").open("w")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "asyncdiff_operator.main"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            time.sleep(2.0)  # let kopf start its watches
-            good = job_manifest("tiny-ok", model.as_uri(), out)
-            bad = job_manifest("tiny-bad", (tmp_path / "missing").as_uri(), out)
-            t0 = time.monotonic()
-            kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([good, bad]))
-            batch = __import__("kubernetes").client.BatchV1Api(cluster.api_client())
-            while time.monotonic() - t0 < 20:
-                if any(j.metadata.name == "tiny-ok-attempt-1" for j in batch.list_namespaced_job("default").items):
-                    break
-                time.sleep(0.02)
-            latency = time.monotonic() - t0
-            kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "adj/tiny-ok", "--timeout=80s", timeout=90)
-            to_succeeded = time.monotonic() - t0
-            kubectl("wait", "--for=jsonpath={.status.phase}=Failed", "adj/tiny-bad", "--timeout=30s", timeout=40)
-            print(f"\nCR create -> child Job: {latency:.2f} s; CR create -> Succeeded: {to_succeeded:.1f} s")
+    bad_status = e2e.status("tiny-bad")
+    assert bad_status["attempts"] == 1, bad_status  # a user error is never retried
+    assert bad_status["lastFailure"]["reason"] == "ModelNotFound", bad_status
+    assert bad_status["lastFailure"]["exitCode"] == 11
+    assert e2e.jobs("tiny-bad") == ["tiny-bad-attempt-1"]
+    table = e2e.kubectl("get", "adj")
+    assert "Succeeded" in table and "Failed" in table
+    events = e2e.kubectl("get", "events", "--field-selector", "involvedObject.name=tiny-ok")
+    assert "JobSucceeded" in events and "JobCreated" in events
 
-            ok = json.loads(kubectl("get", "adj/tiny-ok", "-o", "json"))["status"]
-            assert ok["attempts"] == 1 and ok["devices"] == 2
-            assert ok["outputs"] and all(Path(u.removeprefix("file://")).exists() for u in ok["outputs"])
-            assert ok["progress"]["summary"] == "1/1"
-            assert {c["type"]: c["status"] for c in ok["conditions"]}["Succeeded"] == "True"
-            assert list((out / "tiny-ok").rglob("*.png"))
 
-            badst = json.loads(kubectl("get", "adj/tiny-bad", "-o", "json"))["status"]
-            assert badst["attempts"] == 1, badst  # a user error is never retried
-            assert badst["lastFailure"]["reason"] == "ModelNotFound", badst
-            assert badst["lastFailure"]["exitCode"] == 11
-            jobs = {j.metadata.name for j in batch.list_namespaced_job("default").items}
-            assert "tiny-bad-attempt-2" not in jobs
-            table = kubectl("get", "adj")
-            assert "Succeeded" in table and "Failed" in table
-        finally:
-            operator.terminate()
-            try:
-                operator.wait(15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-            log.close()
-            print((tmp_path / "operator.log").read_text()[-3000:])
+def test_multi_node_job_survives_an_operator_restart(e2e: E2E, tiny_model: Path) -> None:
+    """numNodes 2 x gpusPerNode 1 (devices 2): an Indexed Job of two pods rendezvousing through the headless
+    Service; the operator is SIGKILLed while it runs and a new one takes over without duplicating anything."""
+    out = e2e.root / "results-mn"
+    job = job_manifest("tiny-mn", tiny_model.as_uri(), out, runPolicy={"numNodes": 2, "gpusPerNode": 1})
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job))
+    e2e.wait(lambda: len(e2e.pods("tiny-mn")) == 2, 30, "two pods")
+    e2e.wait_phase("tiny-mn", "Running", 60)
+    e2e.operator.restart()
+    status = e2e.wait_phase("tiny-mn", "Succeeded", 120)
+    assert status["attempts"] == 1 and status["outputs"], status
+    assert e2e.jobs("tiny-mn") == ["tiny-mn-attempt-1"]
+    services = e2e.core.list_namespaced_service("default", label_selector="asyncdiff.io/job=tiny-mn").items
+    assert [s.metadata.name for s in services] == ["tiny-mn-nodes"]
+    indexes = sorted(p.metadata.annotations["batch.kubernetes.io/job-completion-index"] for p in e2e.pods("tiny-mn"))
+    assert indexes == ["0", "1"]
+    assert all(p.status.phase == "Succeeded" for p in e2e.pods("tiny-mn"))
+
+
+def test_suspend_releases_the_pods_and_resume_finishes(e2e: E2E, tiny_model: Path) -> None:
+    out = e2e.root / "results-sr"
+    job = job_manifest("tiny-sr", tiny_model.as_uri(), out)
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job))
+    e2e.wait_phase("tiny-sr", "Running", 60)
+    e2e.kubectl("patch", "adj/tiny-sr", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":true}}}')
+    status = e2e.wait_phase("tiny-sr", "Suspended", 20)
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
+    e2e.wait(lambda: not e2e.jobs("tiny-sr") and not e2e.pods("tiny-sr"), 30, "children of a suspended job")
+    e2e.kubectl("patch", "adj/tiny-sr", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":false}}}')
+    status = e2e.wait_phase("tiny-sr", "Succeeded", 120)
+    assert status["attempts"] == 2 and not status.get("failedAttempts"), status
+    assert e2e.jobs("tiny-sr") == ["tiny-sr-attempt-2"]

@@ -1,0 +1,91 @@
+"""Failure paths end to end on the local control plane, with workers that crash or hang instead of real models.
+
+Why fake failures: a crash is a Python that cannot start (``PYTHONHOME`` pointing nowhere: exit 1, retryable), and a
+hang is a ``sitecustomize`` that sleeps (a worker that never prints: what a hung collective looks like to the
+operator). Both cost no torch start, so the deadline, stall, crash and delete paths take seconds each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import E2E, job_manifest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hang")
+    (folder / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
+    return folder
+
+
+def apply(e2e: E2E, name: str, env: list[dict[str, str]], **run_policy: Any) -> None:
+    job = job_manifest(name, "/nonexistent-model", e2e.root / "out", pod={"env": env}, runPolicy=run_policy)
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job))
+
+
+def processes_of(pod_names: list[str]) -> list[str]:
+    """Command lines of live processes that belong to these pods (their per-pod folder is in the command line)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(f"_{name}_" in cmdline for name in pod_names):
+            found.append(cmdline)
+    return found
+
+
+def test_a_crash_is_retried_then_fails_after_backoff_limit(e2e: E2E) -> None:
+    apply(e2e, "crash", [{"name": "PYTHONHOME", "value": "/nonexistent"}], backoffLimit=1)
+    status = e2e.wait_phase("crash", "Failed", 60)
+    assert status["attempts"] == 2 and status["failedAttempts"] == 2, status
+    assert status["lastFailure"]["reason"] == "Crashed" and status["lastFailure"]["exitCode"] == 1
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert e2e.jobs("crash") == ["crash-attempt-1", "crash-attempt-2"]
+
+
+def test_deadline_exceeded_fails_and_kills_the_pod(e2e: E2E, hang_dir: Path) -> None:
+    apply(e2e, "deadline", [{"name": "PYTHONPATH", "value": str(hang_dir)}], activeDeadlineSeconds=3)
+    e2e.wait_phase("deadline", "Running", 30)
+    pods = [p.metadata.name for p in e2e.pods("deadline")]
+    assert processes_of(pods)
+    status = e2e.wait_phase("deadline", "Failed", 30)
+    assert status["lastFailure"]["reason"] == "DeadlineExceeded", status
+    e2e.wait(lambda: not e2e.jobs("deadline") and not e2e.pods("deadline"), 30, "children deleted")
+    e2e.wait(lambda: not processes_of(pods), 30, "no process of a finished job")
+    assert e2e.status("deadline")["attempts"] == 1  # terminal is absorbing
+
+
+def test_a_stalled_worker_is_failed_and_retried(e2e: E2E, hang_dir: Path) -> None:
+    env = [{"name": "PYTHONPATH", "value": str(hang_dir)}]
+    apply(e2e, "stall", env, backoffLimit=1, stallTimeoutSeconds=2)
+    status = e2e.wait_phase("stall", "Failed", 60)
+    assert status["attempts"] == 2 and status["lastFailure"]["reason"] == "Stalled", status
+    assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "BackoffLimitExceeded"
+    e2e.wait(lambda: not e2e.jobs("stall"), 30, "stalled attempts deleted")
+
+
+def test_delete_mid_run_removes_children_and_processes(e2e: E2E, hang_dir: Path) -> None:
+    """kopf holds a finalizer on jobs with timers; deleting a job while its timer runs must not leave it stuck."""
+    apply(e2e, "doomed", [{"name": "PYTHONPATH", "value": str(hang_dir)}])
+    e2e.wait_phase("doomed", "Running", 30)
+    pods = [p.metadata.name for p in e2e.pods("doomed")]
+    e2e.kubectl("delete", "adj/doomed", "--timeout=30s", timeout=40)
+    out = e2e.kubectl("get", "adj/doomed", check=False)
+    assert "NotFound" in out
+    e2e.wait(lambda: not e2e.jobs("doomed") and not e2e.pods("doomed"), 30, "children garbage-collected")
+    e2e.wait(lambda: not processes_of(pods), 30, "no orphan processes")
+    cms = e2e.core.list_namespaced_config_map("default", label_selector="asyncdiff.io/job=doomed").items
+    assert not cms

@@ -1,0 +1,87 @@
+"""Unit tests of the failure policy (``asyncdiff_operator.status.decide``): retries, user errors, suspend and resume,
+deadline, disruptions, stalls, absorbing terminal phases."""
+
+from __future__ import annotations
+
+from asyncdiff_operator import reasons
+from asyncdiff_operator.api import RunPolicy
+from asyncdiff_operator.status import Observation, decide, now_iso
+
+P1 = RunPolicy(backoffLimit=1)
+
+
+def running(attempts: int = 1, **extra: object) -> dict[str, object]:
+    return {"attempts": attempts, "phase": "Running", "startTime": now_iso(), **extra}
+
+
+def test_user_errors_fail_at_once_and_infrastructure_errors_retry() -> None:
+    first = decide({}, Observation(), P1, 1)
+    assert first.create_attempt == 1 and first.status["phase"] == reasons.PENDING and first.status["startTime"]
+    user = decide(running(), Observation("Failed", 11, "ModelNotFound"), P1, 1)
+    assert user.create_attempt is None and user.status["phase"] == reasons.FAILED
+    assert user.status["lastFailure"]["reason"] == "ModelNotFound" and user.status["lastFailure"]["exitCode"] == 11
+    infra = decide(running(), Observation("Failed", 21, "peer"), P1, 1)
+    assert infra.create_attempt == 2 and infra.status["failedAttempts"] == 1 and infra.retried == "PeerFailed"
+    out = decide(running(2, failedAttempts=1), Observation("Failed", 21, "peer"), P1, 1)
+    assert out.create_attempt is None and out.status["phase"] == reasons.FAILED
+    failed = {c["type"]: c for c in out.status["conditions"]}[reasons.COND_FAILED]
+    assert failed["reason"] == reasons.BACKOFF_LIMIT_EXCEEDED
+
+
+def test_success_and_absorbing_terminal_phases() -> None:
+    event = {"asyncdiff": "done", "outputs": ["s3://b/o.png"], "manifest": "s3://b/m.json", "ts": 1.0}
+    done = decide(running(), Observation("Succeeded", 0, "", event), P1, 1)
+    assert done.status["phase"] == reasons.SUCCEEDED and done.status["outputs"] == ["s3://b/o.png"]
+    assert done.status["manifest"] == "s3://b/m.json" and done.delete_attempt is None
+    assert (
+        decide({"phase": "Failed", "attempts": 1}, Observation("Failed", 21), RunPolicy(backoffLimit=5), 1).status == {}
+    )
+    assert decide({"phase": "Succeeded", "attempts": 1}, Observation(job_found=False), P1, 1).create_attempt is None
+
+
+def test_suspend_deletes_the_attempt_and_resume_creates_a_new_one() -> None:
+    suspended = RunPolicy(suspend=True)
+    s = decide(running(), Observation(), suspended, 2)
+    assert s.status["phase"] == reasons.SUSPENDED and s.delete_attempt == 1 and s.create_attempt is None
+    assert decide({"attempts": 1, "phase": "Suspended"}, Observation(), suspended, 2).status == {}
+    r = decide({"attempts": 1, "phase": "Suspended", "failedAttempts": 0}, Observation(), P1, 3)
+    assert r.create_attempt == 2 and r.status["phase"] == reasons.PENDING and "failedAttempts" not in r.status
+    cond = {c["type"]: c for c in r.status["conditions"]}[reasons.COND_SUSPENDED]
+    assert cond["status"] == "False" and cond["reason"] == reasons.RESUMED
+    created_suspended = decide({}, Observation(), suspended, 1)
+    assert created_suspended.status["phase"] == reasons.SUSPENDED and created_suspended.delete_attempt is None
+
+
+def test_deadline_fails_and_deletes_children() -> None:
+    policy = RunPolicy(activeDeadlineSeconds=10)
+    status = running(startTime=now_iso(1000.0))
+    d = decide(status, Observation("Running", active=1), policy, 1, now=1011.0)
+    assert d.status["phase"] == reasons.FAILED and d.delete_attempt == 1
+    assert d.status["lastFailure"]["reason"] == reasons.DEADLINE_EXCEEDED
+    assert decide(status, Observation("Running", active=1), policy, 1, now=1005.0).status.get("phase") is None
+
+
+def test_disruptions_do_not_count() -> None:
+    evicted = Observation("Failed", 143, "evicted", disrupted=True, job_failed=False)
+    assert decide(running(), evicted, P1, 1).create_attempt is None  # the Job controller replaces the pod
+    given_up = Observation("Failed", 24, "preempted", disrupted=True, job_failed=True)
+    d = decide(running(), given_up, RunPolicy(backoffLimit=0), 1)
+    assert d.create_attempt == 2 and "failedAttempts" not in d.status and d.retried == reasons.DISRUPTED
+
+
+def test_stall_fails_the_attempt_and_retries() -> None:
+    hung = {"asyncdiff": "heartbeat", "ts": 1000.0, "lastProgressTs": 900.0}
+    d = decide(running(), Observation("Running", event=hung, active=1), P1, 1, now=1001.0, stall_seconds=60)
+    assert d.create_attempt == 2 and d.delete_attempt == 1
+    assert d.status["lastFailure"]["reason"] == reasons.STALLED
+    silent = Observation("Running", running_since=900.0, active=1)
+    last = decide(running(2, failedAttempts=1), silent, P1, 1, now=1000.0, stall_seconds=60)
+    assert last.status["phase"] == reasons.FAILED and last.delete_attempt == 2
+    fine = {"asyncdiff": "progress", "ts": 999.0, "lastProgressTs": 998.0}
+    ok = decide(running(), Observation("Running", event=fine, active=1), P1, 1, now=1000.0, stall_seconds=60)
+    assert ok.create_attempt is None and ok.status["progress"]["step"] == 0
+
+
+def test_a_missing_child_job_is_recreated_under_the_same_attempt() -> None:
+    d = decide(running(3), Observation(job_found=False), P1, 1)
+    assert d.create_attempt == 3 and "attempts" not in d.status
