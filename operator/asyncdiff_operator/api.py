@@ -93,8 +93,28 @@ class EnvVarSource(_Model):
     config_map_key_ref: SecretKeySelector | None = Field(default=None, description="A key of a ConfigMap.")
 
 
+def _env_rules() -> list[dict[str, str]]:
+    reserved = ", ".join(f"'{n}'" for n in sorted(RESERVED_ENV))
+    secret_only = ", ".join(f"'{n}'" for n in sorted(SECRET_ONLY_ENV))
+    return [
+        {
+            "rule": f"!(self.name in [{reserved}]) && !self.name.startsWith('{RESERVED_ENV_PREFIX}')",
+            "fieldPath": ".name",
+            "message": "is reserved: the operator sets MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK and "
+            "PET_* itself",
+        },
+        {
+            "rule": f"!(self.name in [{secret_only}]) || !has(self.value)",
+            "fieldPath": ".value",
+            "message": "S3 credentials may not be literal values: use valueFrom.secretKeyRef or pod.s3CredentialsSecret",
+        },
+    ]
+
+
 class EnvVar(_Model):
     """One environment variable of the worker container."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _env_rules()})
 
     name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Name.")
     value: str | None = Field(default=None, max_length=32768, description="Literal value.")

@@ -50,6 +50,7 @@ _KEEP = frozenset(
         "nullable",
         "x-kubernetes-int-or-string",
         "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-validations",
     }
 )
 
