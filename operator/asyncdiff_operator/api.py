@@ -106,7 +106,8 @@ def _env_rules() -> list[dict[str, str]]:
         {
             "rule": f"!(self.name in [{secret_only}]) || !has(self.value)",
             "fieldPath": ".value",
-            "message": "S3 credentials may not be literal values: use valueFrom.secretKeyRef or pod.s3CredentialsSecret",
+            "message": "S3 credentials may not be literal values: use valueFrom.secretKeyRef or "
+            "pod.s3CredentialsSecret",
         },
     ]
 
