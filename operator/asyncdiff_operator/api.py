@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 from asyncdiff_worker.spec import JobSpec
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "asyncdiff.io"
@@ -93,7 +93,7 @@ class EnvVarSource(_Model):
     config_map_key_ref: SecretKeySelector | None = Field(default=None, description="A key of a ConfigMap.")
 
 
-def _env_rules() -> list[dict[str, str]]:
+def _env_rules() -> list[JsonValue]:
     reserved = ", ".join(f"'{n}'" for n in sorted(RESERVED_ENV))
     secret_only = ", ".join(f"'{n}'" for n in sorted(SECRET_ONLY_ENV))
     return [
