@@ -61,3 +61,16 @@ def test_crd_is_valid_and_accepts_the_example_job() -> None:
     job = yaml.safe_load(Path(EXAMPLE).read_text())
     errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(job)]
     assert errors == []
+
+
+def test_notes_first_job_is_a_valid_asyncdiffjob() -> None:
+    from tests.packaging.helm_chart import render_files
+
+    notes = next(text for path, text in render_files().items() if path.endswith("NOTES.txt"))
+    block = notes.split("cat <<'YAML' | kubectl apply -f -\n", 1)[1].split("\n   YAML\n", 1)[0]
+    job = yaml.safe_load("\n".join(line.removeprefix("   ") for line in block.splitlines()))
+    crd = yaml.safe_load(REPO_CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
+    validator = jsonschema.Draft4Validator(version["schema"]["openAPIV3Schema"])
+    assert [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(job)] == []
+    assert job["kind"] == "AsyncDiffJob" and job["metadata"]["name"] == "first-job"
