@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_DEV_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo demo-local lint bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml Makefile
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the full chain: local control plane, operator, kubectl apply, torchrun workers, embedded S3, asyncdiff fetch
 demo: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m asyncdiff_devcluster.demo
+
+# the worker alone: asyncdiff run on this machine, no cluster
+demo-local: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m asyncdiff_worker.demo
 
 lint: install

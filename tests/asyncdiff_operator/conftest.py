@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncdiff_worker.launch import free_port
 
 _spec = importlib.util.find_spec("asyncdiff_devcluster")
 if _spec is None or _spec.origin in (None, "namespace"):
@@ -158,7 +159,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
 
     root = tmp_path_factory.mktemp("e2e")
     with running_dev_cluster(root / "cluster", gpus=4, job_backoff_base=0.0, restart_backoff=0.1) as cluster:
-        env = cluster.env(KUBECACHEDIR=str(root / "kcache"), ASYNCDIFF_RECONCILE_INTERVAL="0.5")
+        env = cluster.env(
+            KUBECACHEDIR=str(root / "kcache"),
+            ASYNCDIFF_RECONCILE_INTERVAL="0.5",
+            ASYNCDIFF_METRICS_PORT=str(free_port()),
+            ASYNCDIFF_LIVENESS=f"http://127.0.0.1:{free_port()}/healthz",
+        )
         operator = OperatorProcess(env, root / "operator.log")
         harness = E2E(cluster, env, operator, root)
         harness.kubectl("apply", "-f", str(CRD))

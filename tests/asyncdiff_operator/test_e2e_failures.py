@@ -7,7 +7,9 @@ operator). Both cost no torch start, so the deadline, stall, crash and delete pa
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,13 @@ def test_a_crash_is_retried_then_fails_after_backoff_limit(e2e: E2E) -> None:
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
     assert failed["reason"] == "BackoffLimitExceeded"
     assert e2e.jobs("crash") == ["crash-attempt-1", "crash-attempt-2"]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{e2e.env['ASYNCDIFF_METRICS_PORT']}/metrics").read().decode()
+    assert 'asyncdiff_job_retries_total{reason="Crashed"} 1.0' in metrics
+    assert 'asyncdiff_jobs{phase="Failed"}' in metrics and "asyncdiff_child_create_seconds_count" in metrics
+    health = json.loads(urllib.request.urlopen(e2e.env["ASYNCDIFF_LIVENESS"]).read())
+    assert health["jobs"] >= 1
+    events = e2e.kubectl("get", "events", "--field-selector", "involvedObject.name=crash")
+    assert "Retrying" in events and "BackoffLimitExceeded" in events
 
 
 def test_deadline_exceeded_fails_and_kills_the_pod(e2e: E2E, hang_dir: Path) -> None:

@@ -1,0 +1,225 @@
+"""``asyncdiff submit | status | fetch``: a small user CLI for AsyncDiffJobs, in the kubectl spirit.
+
+Why a CLI besides kubectl: following a job (a progress bar until a terminal phase, then the reason or the outputs)
+and downloading outputs listed in the result manifest are what users do after every submit, and neither is one
+kubectl command. It talks to the cluster through the kubernetes client and the current kubeconfig (``KUBECONFIG``
+or ``--kubeconfig``), never imports torch, and reads outputs with the worker's storage layer (``file://`` or
+``s3://`` with the job's endpoint settings; S3 credentials from the environment or ``ASYNCDIFF_S3_SECRET_DIR``).
+
+Exit codes: 0 Succeeded (or submitted with ``--no-follow``), 1 Failed, 2 usage or API errors, 3 timed out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from asyncdiff_operator import reasons
+from asyncdiff_operator.api import GROUP, KIND, PLURAL, VERSION
+
+
+def _api(kubeconfig: str | None) -> Any:
+    from kubernetes import client, config
+
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.CustomObjectsApi(client.ApiClient())
+
+
+def _namespace(given: str | None, manifest: dict[str, Any] | None = None) -> str:
+    if given:
+        return given
+    if manifest and (manifest.get("metadata") or {}).get("namespace"):
+        return str(manifest["metadata"]["namespace"])
+    try:
+        from kubernetes import config
+
+        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        return str((context or {}).get("context", {}).get("namespace") or "default")
+    except Exception:
+        return "default"
+
+
+def _get(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return obj
+
+
+def _bar(progress: dict[str, Any], width: int = 30) -> str:
+    total, done = int(progress.get("outputsTotal") or 0), int(progress.get("outputsDone") or 0)
+    steps, step = int(progress.get("steps") or 0), int(progress.get("step") or 0)
+    frac = min(1.0, (done + (step / steps if steps else 0.0)) / total) if total else 0.0
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total} outputs, step {step}/{steps}"
+
+
+def status_line(obj: dict[str, Any]) -> str:
+    """One line: phase, attempt, progress, and the reason of the last failure."""
+    status = obj.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    parts = [f"{obj['metadata']['name']}: {phase}", f"attempt {status.get('attempts') or 0}"]
+    if status.get("progress"):
+        parts.append(_bar(status["progress"]))
+    failure = status.get("lastFailure")
+    if failure and phase != reasons.SUCCEEDED:
+        parts.append(f"last failure {failure.get('reason')}: {str(failure.get('message', ''))[:200]}")
+    return "  ".join(parts)
+
+
+def follow(api: Any, namespace: str, name: str, *, timeout: float | None, out: TextIO, interval: float = 1.0) -> int:
+    """Print status changes until the job is terminal; the exit code by phase."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = ""
+    tty = out.isatty()
+    while True:
+        obj = _get(api, namespace, name)
+        line = status_line(obj)
+        if line != last:
+            out.write(("\r\x1b[2K" + line) if tty else line + "\n")
+            out.flush()
+            last = line
+        status = obj.get("status") or {}
+        if status.get("phase") in reasons.TERMINAL_PHASES:
+            if tty:
+                out.write("\n")
+            for uri in status.get("outputs") or []:
+                out.write(f"  {uri}\n")
+            if status.get("manifest"):
+                out.write(f"  manifest: {status['manifest']}\n")
+            return 0 if status["phase"] == reasons.SUCCEEDED else 1
+        if deadline is not None and time.monotonic() > deadline:
+            out.write(f"\n{name}: still {status.get('phase')} after {timeout} s\n")
+            return 3
+        time.sleep(interval)
+
+
+def submit(args: argparse.Namespace, out: TextIO) -> int:
+    docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d]
+    jobs = [d for d in docs if d.get("kind") == KIND]
+    if len(jobs) != 1:
+        print(f"asyncdiff submit: {args.file} must hold exactly one {KIND} (found {len(jobs)})", file=sys.stderr)
+        return 2
+    manifest = jobs[0]
+    namespace = _namespace(args.namespace, manifest)
+    manifest.setdefault("metadata", {})["namespace"] = namespace
+    name = manifest["metadata"].get("name")
+    api = _api(args.kubeconfig)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+        out.write(f"asyncdiffjob.{GROUP}/{name} created\n")
+    except ApiException as exc:
+        if exc.status != 409:
+            print(f"asyncdiff submit: {_reason(exc)}", file=sys.stderr)
+            return 2
+        try:
+            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": manifest["spec"]})
+        except ApiException as exc2:
+            print(f"asyncdiff submit: {_reason(exc2)}", file=sys.stderr)
+            return 2
+        out.write(f"asyncdiffjob.{GROUP}/{name} configured\n")
+    if args.no_follow:
+        return 0
+    return follow(api, namespace, name, timeout=args.timeout, out=out)
+
+
+def _reason(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message") or exc)
+    except (TypeError, ValueError):
+        return str(exc)
+
+
+def show_status(args: argparse.Namespace, out: TextIO) -> int:
+    api = _api(args.kubeconfig)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        obj = _get(api, _namespace(args.namespace), args.name)
+    except ApiException as exc:
+        print(f"asyncdiff status: {_reason(exc)}", file=sys.stderr)
+        return 2
+    status = obj.get("status") or {}
+    if args.output == "json":
+        out.write(json.dumps(status, indent=2) + "\n")
+        return 0
+    out.write(status_line(obj) + "\n")
+    for cond in status.get("conditions") or []:
+        out.write(f"  {cond['type']}={cond['status']} {cond.get('reason', '')} {cond.get('message', '')}\n".rstrip())
+        out.write("\n")
+    for uri in status.get("outputs") or []:
+        out.write(f"  {uri}\n")
+    return 0
+
+
+def fetch(args: argparse.Namespace, out: TextIO) -> int:
+    """Download the result manifest and every output it lists into DIR."""
+    from asyncdiff_worker.spec import OutputSpec
+    from asyncdiff_worker.storage import Storage
+
+    api = _api(args.kubeconfig)
+    obj = _get(api, _namespace(args.namespace), args.name)
+    status = obj.get("status") or {}
+    if status.get("phase") != reasons.SUCCEEDED or not status.get("manifest"):
+        print(f"asyncdiff fetch: {args.name} has no result manifest (phase {status.get('phase')})", file=sys.stderr)
+        return 1
+    storage = Storage.for_output(OutputSpec.model_validate(obj["spec"]["output"]))
+    dest = Path(args.dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    data = storage.get(status["manifest"])
+    (dest / "manifest.json").write_bytes(data)
+    manifest = json.loads(data)
+    count = 0
+    for record in manifest.get("outputs") or []:
+        uri = str(record["uri"])
+        target = dest / uri.rstrip("/").rsplit("/", 1)[-1]
+        storage.download(uri, target)
+        out.write(f"{target}\n")
+        count += 1
+    out.write(f"{count} outputs and manifest.json in {dest}\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asyncdiff", description="Submit and follow AsyncDiffJobs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--namespace", "-n", default=None)
+    common.add_argument("--kubeconfig", default=None)
+    p = sub.add_parser("submit", parents=[common], help="create (or update) a job and follow it")
+    p.add_argument("file")
+    p.add_argument("--no-follow", action="store_true", help="return once the job is created")
+    p.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds (exit 3)")
+    p = sub.add_parser("status", parents=[common], help="show a job's status")
+    p.add_argument("name")
+    p.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    p = sub.add_parser("fetch", parents=[common], help="download a job's outputs and manifest")
+    p.add_argument("name")
+    p.add_argument("dir")
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args = _parser().parse_args(argv)
+    stream = out or sys.stdout
+    handlers = {"submit": submit, "status": show_status, "fetch": fetch}
+    try:
+        return handlers[args.command](args, stream)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
