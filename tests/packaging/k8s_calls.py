@@ -1,5 +1,8 @@
 """A static scan of the operator's source for what it asks of the Kubernetes API: (apiGroup, resource, verb) triples.
 
+Only the modules the operator process loads count (the import closure of ``asyncdiff_operator.main``): the user
+CLI in the same package calls the API with the user's credentials, not the operator's.
+
 Why static: the RBAC rules must cover every call on every code path, including ones no test reaches (TTL deletion,
 multi-node Services). Two sources are scanned with ``ast``:
 
@@ -152,9 +155,33 @@ def _handler_resource(call: ast.Call, namespace: dict[str, Any]) -> tuple[str, s
     raise ValueError(f"cannot tell the resource of kopf handler {ast.dump(call)}")
 
 
+def operator_modules(package_dir: Path, package: str, entry: str = "main") -> dict[str, ast.Module]:
+    """The package's modules the operator process imports, starting from ``entry`` (stem -> tree).
+
+    Modules the operator never loads (the user CLI ``usercli``, this RBAC list) run with someone else's
+    credentials, so their calls are not the operator's to grant.
+    """
+    all_trees = {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(package_dir.glob("*.py"))}
+    seen: dict[str, ast.Module] = {}
+    todo = [entry]
+    while todo:
+        stem = todo.pop()
+        if stem in seen or stem not in all_trees:
+            continue
+        seen[stem] = all_trees[stem]
+        for node in ast.walk(all_trees[stem]):
+            if isinstance(node, ast.ImportFrom) and node.module == package:
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{package}."):
+                todo.append(str(node.module).split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith(f"{package}.")]
+    return seen
+
+
 def scan(package_dir: Path, package: str, status_subresources: set[str]) -> Iterator[Found]:
-    """Every API need of the package's modules (``status_subresources``: plurals that have a /status)."""
-    trees = {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(package_dir.glob("*.py"))}
+    """Every API need of the modules the operator process loads (``status_subresources``: plurals with /status)."""
+    trees = operator_modules(package_dir, package)
     factories = _factories(trees)
     methods = api_methods()
     for stem, tree in trees.items():

@@ -52,7 +52,8 @@ def test_replicas_recreate_scale_and_delete(cluster: RunningDevCluster, tmp_path
     from kubernetes import client
 
     api_client = cluster.api_client()
-    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    apps: Any = client.AppsV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)
 
     def running_pods() -> list[Any]:
         pods = core.list_namespaced_pod("default", label_selector="app=sleeper").items

@@ -68,6 +68,8 @@ def test_scan_finds_the_known_calls(scanned: list[k8s_calls.Found]) -> None:
     # a floor, so that a broken scan cannot pass by finding nothing
     assert {("batch", "jobs", "create"), ("", "pods/log", "get"), ("", "pods", "list")} <= triples
     assert ("asyncdiff.io", "asyncdiffjobs", "watch") in triples
+    modules = set(k8s_calls.operator_modules(PACKAGE_DIR, "asyncdiff_operator"))
+    assert {"main", "handlers", "kube"} <= modules and "rbac" not in modules
 
 
 @pytest.mark.parametrize(("clusterwide", "peering"), MODES)
