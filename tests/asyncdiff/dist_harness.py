@@ -72,7 +72,8 @@ def _output_array(result: Any) -> Any:
     raise TypeError(f"unknown pipeline output {type(result)}")
 
 
-def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], queue: Any) -> None:
+def set_rank_environment(rank: int, world: int, port: int) -> None:
+    """What torchrun would set for this rank (loopback rendezvous), plus an offline model hub."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -80,8 +81,12 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         HF_HUB_OFFLINE="1",
-        ASYNCDIFF_TIMEOUT_S="120",
     )
+
+
+def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], queue: Any) -> None:
+    set_rank_environment(rank, world, port)
+    os.environ["ASYNCDIFF_TIMEOUT_S"] = "120"
     import numpy as np
     import torch
 
@@ -157,14 +162,7 @@ def run_cases(cases: list[tuple[Case, str]], timeout_s: float = 900) -> dict[str
 
 
 def _call_target(rank: int, world: int, port: int, target: Any, args: tuple[Any, ...], queue: Any) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        HF_HUB_OFFLINE="1",
-    )
+    set_rank_environment(rank, world, port)
     try:
         queue.put((rank, "ok", target(rank, *args)))
     except BaseException as exc:  # the scenario's outcome is the exception itself

@@ -55,6 +55,11 @@ def _pipeline_denoiser(pipeline: Any) -> tuple[str, nn.Module]:
     raise ConfigError("pipeline", cls.__name__, "one of " + ", ".join(SUPPORTED_PIPELINE_CLASSES))
 
 
+def move_skipping_meta(module: nn.Module, device: torch.device) -> None:
+    """``module.to(device)`` that leaves released (meta) parameters alone instead of failing on them."""
+    module._apply(lambda t: t if t.is_meta else t.to(device))
+
+
 def validate_parameters(model_n: Any, stride: Any, warm_up: Any, time_shift: Any) -> None:
     if isinstance(model_n, bool) or model_n not in MODEL_N:
         raise ConfigError("model_n", model_n, "one of 2, 3, 4")
@@ -147,6 +152,11 @@ class AsyncDiff:
         self._generation_stats: dict[str, int] = {}
         self._originals: dict[str, Callable[..., Any]] = {}
         self._instance_forward: dict[str, bool] = {}
+        self._released = False
+        if release_weights and self._fixed_components is not None:
+            # A preset or explicit split is known now: free the other components' weights before anything moves to
+            # the device, so a GPU never holds a full replica. Automatic splits need the first call's shapes.
+            self._release(atomic_components(self._fixed_components, self.layout))
         self._move_to_device()
         self._install_hooks()
 
@@ -194,8 +204,14 @@ class AsyncDiff:
             raise ConfigError("AsyncDiff(...)", mine, f"the same arguments on every rank; ranks have {gathered}")
 
     def _move_to_device(self) -> None:
-        if self.device.type != "cpu":
-            self.pipeline.to(self.device)
+        """Every pipeline module to this rank's device; released (meta) denoiser blocks stay where they are."""
+        if self.device.type == "cpu":
+            return
+        for component in getattr(self.pipeline, "components", {}).values():
+            if component is self.denoiser:
+                move_skipping_meta(component, self.device)
+            elif isinstance(component, nn.Module):
+                component.to(self.device)
 
     def _install_hooks(self) -> None:
         self.denoiser._asyncdiff = self  # type: ignore[assignment]
@@ -263,8 +279,9 @@ class AsyncDiff:
             [sum(costs[u] for u in comp) for comp in atomic_comps],
             type(self.denoiser).__name__,
         )
-        if self.release_weights:
+        if self.release_weights and not self._released:
             self._release(atomic_comps)
+            move_skipping_meta(self.denoiser, self.device)
         self._hook_units([p for comp in components for p in comp])
         if self.rank == 0:
             log.info("%s", plan.describe())
@@ -279,8 +296,7 @@ class AsyncDiff:
         self.param_bytes_local = sum(
             p.numel() * p.element_size() for p in self.denoiser.parameters() if p.device.type != "meta"
         )
-        if self.device.type != "cpu":
-            self.denoiser.to(self.device)
+        self._released = True
 
     def _route_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Route:
         key = _signature(args, kwargs)
