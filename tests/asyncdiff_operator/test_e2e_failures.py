@@ -98,3 +98,21 @@ def test_delete_mid_run_removes_children_and_processes(e2e: E2E, hang_dir: Path)
     e2e.wait(lambda: not processes_of(pods), 30, "no orphan processes")
     cms = e2e.core.list_namespaced_config_map("default", label_selector="asyncdiff.io/job=doomed").items
     assert not cms
+
+
+def test_an_evicted_pod_is_replaced_without_counting_a_failure(e2e: E2E, hang_dir: Path) -> None:
+    """Eviction adds DisruptionTarget; the child Job's podFailurePolicy ignores it and makes a new pod in the same
+    attempt, so backoffLimit 0 is not spent."""
+    apply(e2e, "evicted", [{"name": "PYTHONPATH", "value": str(hang_dir)}], backoffLimit=0)
+    e2e.wait_phase("evicted", "Running", 30)
+    (first,) = [p.metadata.name for p in e2e.pods("evicted")]
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first, "namespace": "default"}}
+    e2e.core.create_namespaced_pod_eviction(first, "default", body)
+    e2e.wait(
+        lambda: [p for p in e2e.pods("evicted") if p.metadata.name != first and p.status.phase == "Running"],
+        30,
+        "a replacement pod",
+    )
+    status = e2e.status("evicted")
+    assert status["phase"] == "Running" and status["attempts"] == 1 and not status.get("failedAttempts"), status
+    e2e.kubectl("delete", "adj/evicted", "--timeout=30s", timeout=40)
