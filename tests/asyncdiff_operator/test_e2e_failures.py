@@ -116,3 +116,9 @@ def test_an_evicted_pod_is_replaced_without_counting_a_failure(e2e: E2E, hang_di
     status = e2e.status("evicted")
     assert status["phase"] == "Running" and status["attempts"] == 1 and not status.get("failedAttempts"), status
     e2e.kubectl("delete", "adj/evicted", "--timeout=30s", timeout=40)
+
+
+def test_ttl_after_finished_deletes_the_job_and_its_children(e2e: E2E) -> None:
+    apply(e2e, "ttl", [{"name": "PYTHONHOME", "value": "/nonexistent"}], backoffLimit=0, ttlSecondsAfterFinished=1)
+    e2e.wait(lambda: "NotFound" in e2e.kubectl("get", "adj/ttl", check=False), 30, "TTL deletion of adj/ttl")
+    e2e.wait(lambda: not e2e.jobs("ttl") and not e2e.pods("ttl"), 30, "children garbage-collected")
