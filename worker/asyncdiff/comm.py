@@ -4,11 +4,15 @@ Why: AsyncDiff's cost beyond compute is communication. We send each boundary ten
 it, asynchronously (isend right after the block ran, irecv posted at the start of the step, waited only when the
 tensor is needed), so transfers overlap with compute on gloo and NCCL alike. Every wait is bounded, and a peer that
 died or stopped answering becomes a :class:`PeerError` instead of a hang. Bytes are counted for the benchmarks.
+Opt-in profiling (``ASYNCDIFF_PROFILE=1``, or ``exchange.profile = True``) also sums the seconds spent blocked in
+each kind of wait (``wait_seconds``: recv, send, broadcast), so a benchmark can tell waiting from compute; when it
+is off the only cost is one attribute test per wait.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,6 +23,12 @@ import torch.distributed as dist
 from asyncdiff.errors import PeerError
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("ASYNCDIFF_TIMEOUT_S", "600"))
+PROFILE_ENV = "ASYNCDIFF_PROFILE"
+
+
+def profiling_enabled() -> bool:
+    """Whether ``ASYNCDIFF_PROFILE`` asks for wait-time accounting (off unless set to a value other than 0)."""
+    return os.environ.get(PROFILE_ENV, "0") not in ("", "0")
 
 
 def ensure_process_group(backend: str | None, timeout_s: float) -> str:
@@ -62,10 +72,23 @@ class Exchange:
     world: int = field(default_factory=lambda: dist.get_world_size())
     bytes_sent: int = 0
     messages_sent: int = 0
+    profile: bool = field(default_factory=profiling_enabled)
+    wait_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds blocked per wait kind (recv, send, broadcast); filled only while ``profile`` is on."""
     _sends: list[_Pending] = field(default_factory=list)
     _recvs: dict[int, _Pending] = field(default_factory=dict)
 
-    def _wait(self, pending: _Pending, what: str) -> None:
+    def _wait(self, pending: _Pending, what: str, kind: str) -> None:
+        if self.profile:
+            start = time.perf_counter()
+            try:
+                self._wait_bounded(pending, what)
+            finally:
+                self.wait_seconds[kind] = self.wait_seconds.get(kind, 0.0) + time.perf_counter() - start
+            return
+        self._wait_bounded(pending, what)
+
+    def _wait_bounded(self, pending: _Pending, what: str) -> None:
         try:
             pending.work.wait(timedelta(seconds=self.timeout_s))
         except Exception as exc:  # gloo/NCCL raise RuntimeError subclasses with transport details
@@ -92,7 +115,7 @@ class Exchange:
 
     def take(self, tag: int) -> torch.Tensor:
         pending = self._recvs.pop(tag)
-        self._wait(pending, "receiving from")
+        self._wait(pending, "receiving from", "recv")
         return pending.tensor
 
     def take_all(self) -> dict[int, torch.Tensor]:
@@ -101,7 +124,7 @@ class Exchange:
     def finish_sends(self) -> None:
         sends, self._sends = self._sends, []
         for pending in sends:
-            self._wait(pending, "sending to")
+            self._wait(pending, "sending to", "send")
 
     def broadcast(
         self,
@@ -119,7 +142,7 @@ class Exchange:
         else:
             buf = torch.empty(meta[0], dtype=meta[1], device=device)
         work = dist.broadcast(buf, src, async_op=True)
-        self._wait(_Pending(work, buf, src), "the broadcast of the noise prediction from")
+        self._wait(_Pending(work, buf, src), "the broadcast of the noise prediction from", "broadcast")
         return buf
 
     def drain(self) -> None:
