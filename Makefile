@@ -35,8 +35,10 @@ lint: install
 	$(BIN)/ruff format --check worker operator tests bench examples
 	$(BIN)/mypy
 
+# All benchmarks (see bench/run_all.py); `make bench BENCH_ARGS=--quick` validates them in a few minutes.
+BENCH_ARGS ?=
 bench: install
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m bench.library_summary
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .demo

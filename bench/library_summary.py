@@ -19,7 +19,7 @@ from tests.asyncdiff.dist_harness import Case, run_cases
 FAMILIES = ["sd15", "sd21", "sdxl", "sdxl-inpaint", "sdxl-controlnet", "sd3", "sd-upscaler", "svd", "animatediff"]
 
 
-def main(steps: int = 6) -> int:
+def main(steps: int = 6, out: Path | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cases = []
         for family in FAMILIES:
@@ -54,7 +54,7 @@ def main(steps: int = 6) -> int:
             f"{family:<16}{row['exact_max_abs_diff']:>14.2e}{row['async_max_abs_diff_vs_sequential']:>14.4f}"
             f"{row['async_seconds']:>9.2f}{row['planned_bytes_per_step']:>12}{row['reference_bytes_per_step']:>15}"
         )
-    out = Path(__file__).parent / "results" / "library_summary.json"
+    out = out or Path(__file__).parent / "results" / "library_summary.json"
     out.write_text(json.dumps({"steps": steps, "ranks": 2, "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0

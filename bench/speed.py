@@ -1,0 +1,292 @@
+"""Speed, traffic and memory of AsyncDiff against the sequential pipeline on a compute-bound SD-architecture UNet.
+
+Why this design:
+- **Honest pairing.** Two cores here, so N=2 S=1 on 2 gloo ranks (one thread each) is the honest configuration;
+  it is compared with the sequential pipeline on one thread *and* on two threads (the same two cores used by
+  intra-op parallelism). N=3, N=4 and S=2 need more ranks than cores: they run, but are labelled oversubscribed.
+- **Alternating runs, median ratio.** Other jobs share the machine, so sequential and AsyncDiff generations
+  alternate (seq 1 thread, async, seq 2 threads, repeat) in long-lived processes, and each ratio is taken within
+  one repetition; the medians are reported.
+- **Where the time goes.** One extra profiled generation per side times every split block with forward hooks (own
+  component = compute), and the library's opt-in wait accounting (``Exchange.profile``) splits waiting into recv,
+  send and broadcast; a measured gloo point-to-point bandwidth turns the bytes sent into transfer seconds.
+- **Traffic and memory** come from the same runs: ``AsyncDiff.stats()`` (planned bytes per step against
+  broadcasting every block output, bytes sent per generation, per-rank parameter bytes) and per-process RSS (peak
+  during a generation, after the kernel's peak mark was reset once the model was loaded).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.metrics import median_ratio
+from bench.procs import Group, reset_peak_rss, rss_bytes
+
+
+def _component_hooks(pipe: Any, components: list[list[str]]) -> tuple[dict[int, float], list[Any], dict[str, float]]:
+    """Forward hooks summing seconds per component (by module path) and for the whole denoiser."""
+    import time as _t
+
+    spent: dict[int, float] = {c: 0.0 for c in range(len(components))}
+    total = {"denoiser": 0.0}
+    handles: list[Any] = []
+    starts: dict[int, float] = {}
+
+    def pre(key: int) -> Any:
+        def hook(*_: Any, **__: Any) -> None:
+            starts[key] = _t.perf_counter()
+
+        return hook
+
+    def post(key: int, comp: int | None) -> Any:
+        def hook(*_: Any, **__: Any) -> None:
+            dt = _t.perf_counter() - starts.pop(key)
+            if comp is None:
+                total["denoiser"] += dt
+            else:
+                spent[comp] += dt
+
+        return hook
+
+    unet = pipe.unet
+    handles.append(unet.register_forward_pre_hook(pre(-1)))
+    handles.append(unet.register_forward_hook(post(-1, None)))
+    key = 0
+    for c, paths in enumerate(components):
+        for path in paths:
+            module = unet.get_submodule(path)
+            handles.append(module.register_forward_pre_hook(pre(key)))
+            handles.append(module.register_forward_hook(post(key, c)))
+            key += 1
+    return spent, handles, total
+
+
+class Sequential:
+    """One process holding the whole pipeline (the full replica); threads are set per command."""
+
+    def __init__(self, rank: int, world: int, path: str) -> None:
+        from bench.models import load_scale_pipeline
+
+        self.pipe = load_scale_pipeline(path)
+
+    def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from bench.models import call_kwargs
+
+        torch.set_num_threads(int(payload.get("threads", 1)))
+        reset_peak_rss()
+        start = time.perf_counter()
+        self.pipe(**call_kwargs(int(payload["steps"])))
+        return {"seconds": time.perf_counter() - start, **rss_bytes()}
+
+    def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from bench.models import call_kwargs
+
+        torch.set_num_threads(1)
+        spent, handles, total = _component_hooks(self.pipe, payload["components"])
+        start = time.perf_counter()
+        try:
+            self.pipe(**call_kwargs(int(payload["steps"])))
+        finally:
+            for h in handles:
+                h.remove()
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "denoiser_s": total["denoiser"], "component_s": [spent[c] for c in sorted(spent)]}
+
+
+class Async:
+    """One rank of an AsyncDiff group."""
+
+    def __init__(self, rank: int, world: int, path: str, model_n: int, stride: int, warm_up: int, split: Any) -> None:
+        from asyncdiff import AsyncDiff
+
+        from bench.models import load_scale_pipeline
+
+        self.rank = rank
+        self.pipe = load_scale_pipeline(path)
+        self.ad = AsyncDiff(self.pipe, model_n=model_n, stride=stride, warm_up=warm_up, split=split, timeout_s=600)
+        self.ad.exchange.profile = True  # the library's opt-in wait accounting (a few perf_counter calls per step)
+
+    def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from bench.models import call_kwargs
+
+        reset_peak_rss()
+        waits = dict(self.ad.exchange.wait_seconds)
+        start = time.perf_counter()
+        self.pipe(**call_kwargs(int(payload["steps"])))
+        seconds = time.perf_counter() - start
+        after = self.ad.exchange.wait_seconds
+        return {
+            "seconds": seconds,
+            **rss_bytes(),
+            "wait_s": {k: after[k] - waits.get(k, 0.0) for k in after},
+            "stats": self.ad.stats(),
+        }
+
+    def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from bench.models import call_kwargs
+
+        assert self.ad.plan is not None
+        spent, handles, total = _component_hooks(self.pipe, self.ad.plan.components)
+        waits = dict(self.ad.exchange.wait_seconds)
+        start = time.perf_counter()
+        try:
+            self.pipe(**call_kwargs(int(payload["steps"])))
+        finally:
+            for h in handles:
+                h.remove()
+        seconds = time.perf_counter() - start
+        after = self.ad.exchange.wait_seconds
+        own = self.ad.roles.resident_component
+        return {
+            "seconds": seconds,
+            "denoiser_s": total["denoiser"],
+            "own_component": own,
+            "compute_s": spent[own],
+            "stand_in_s": sum(v for c, v in spent.items() if c != own),
+            "wait_s": {k: after[k] - waits.get(k, 0.0) for k in after},
+            "bytes_sent": self.ad.stats()["bytes_sent_last_generation"],
+        }
+
+    def bandwidth(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Point-to-point gloo bandwidth rank 0 -> rank 1 (median of a few transfers of ``mbytes``)."""
+        import torch
+        import torch.distributed as dist
+
+        n = int(payload.get("mbytes", 8)) * (1 << 20) // 4
+        buf = torch.ones(n) if self.rank == 0 else torch.empty(n)
+        times = []
+        for _ in range(int(payload.get("repeats", 5))):
+            dist.barrier()
+            start = time.perf_counter()
+            if self.rank == 0:
+                dist.send(buf, 1)
+                dist.recv(buf[:1], 1)
+            elif self.rank == 1:
+                dist.recv(buf, 0)
+                dist.send(buf[:1], 0)
+            times.append(time.perf_counter() - start)
+        t = statistics.median(times)
+        return {"bytes": n * 4, "seconds": t, "bytes_per_s": n * 4 / t}
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def run(quick: bool, log: Any = print) -> dict[str, Any]:
+    from bench.models import ensure_scale_pipeline
+
+    scale = "M" if quick else "L"
+    steps = 10 if quick else 20
+    reps = 2 if quick else 4
+    warm_steps = 2
+    split = None  # the 'sd21' preset table (the paper's Table 1 split) applies to this architecture
+    path = str(ensure_scale_pipeline(scale))
+    log(f"speed: scale {scale}, {steps} steps, {reps} alternating repetitions")
+    result: dict[str, Any] = {"scale": scale, "steps": steps, "repetitions": reps, "size": 256, "split": "preset"}
+    seq = Group(Sequential, 1, (path,))
+    try:
+        with Group(Async, 2, (path, 2, 1, 1, split)) as n2:
+            seq.call("generate", {"steps": warm_steps, "threads": 1})
+            n2.call("generate", {"steps": warm_steps})
+            seq1: list[float] = []
+            seq2: list[float] = []
+            asy: list[dict[str, Any]] = []
+            for rep in range(reps):
+                s1 = seq.call("generate", {"steps": steps, "threads": 1})[0]
+                a = n2.call("generate", {"steps": steps})
+                s2 = seq.call("generate", {"steps": steps, "threads": 2})[0]
+                seq1.append(s1["seconds"])
+                seq2.append(s2["seconds"])
+                asy.append({"seconds": max(r["seconds"] for r in a), "ranks": a})
+                log(
+                    f"  rep {rep}: seq 1 thr {s1['seconds']:.2f} s, async N2 {asy[-1]['seconds']:.2f} s, "
+                    f"seq 2 thr {s2['seconds']:.2f} s"
+                )
+            async_s = [a["seconds"] for a in asy]
+            ratios1 = [s / a for s, a in zip(seq1, async_s, strict=True)]
+            ratios2 = [s / a for s, a in zip(seq2, async_s, strict=True)]
+            prof = n2.call("profile", {"steps": steps})
+            components = asy[-1]["ranks"][0]["stats"]["plan"]["components"]
+            seq_prof = seq.call("profile", {"steps": steps, "components": components})[0]
+            bw = n2.call("bandwidth", {"mbytes": 8})[0]
+            last = asy[-1]["ranks"]
+            result["n2s1"] = {
+                "label": "N=2 S=1 W=1, 2 ranks on 2 cores (honest)",
+                "seq_1thread_s": seq1,
+                "seq_2threads_s": seq2,
+                "async_s": async_s,
+                "speedup_vs_1thread": ratios1,
+                "speedup_vs_2threads": ratios2,
+                "median_speedup_vs_1thread": median_ratio(seq1, async_s),
+                "median_speedup_vs_2threads": median_ratio(seq2, async_s),
+                "median_seq_1thread_s": _median(seq1),
+                "median_seq_2threads_s": _median(seq2),
+                "median_async_s": _median(async_s),
+                "profile": prof,
+                "sequential_profile": seq_prof,
+                "bandwidth": bw,
+                "ranks": [_rank_summary(r) for r in last],
+                "sequential_rss": {k: s1[k] for k in ("rss", "peak_rss")},
+            }
+            log(
+                f"  N2S1 median speedup {result['n2s1']['median_speedup_vs_1thread']:.2f}x vs 1 thread, "
+                f"{result['n2s1']['median_speedup_vs_2threads']:.2f}x vs 2 threads"
+            )
+        others = [(3, 1), (4, 1), (2, 2)]
+        result["oversubscribed"] = []
+        reference = result["n2s1"]["median_seq_1thread_s"]
+        for model_n, stride in others:
+            world = model_n + stride - 1
+            with Group(Async, world, (path, model_n, stride, 1, split)) as g:
+                g.call("generate", {"steps": warm_steps})
+                a = g.call("generate", {"steps": steps})
+            seconds = max(r["seconds"] for r in a)
+            entry = {
+                "label": f"N={model_n} S={stride} W=1, {world} ranks on 2 cores (oversubscribed)",
+                "model_n": model_n,
+                "stride": stride,
+                "world": world,
+                "async_s": seconds,
+                "seq_1thread_s": reference,
+                "speedup_vs_1thread": reference / seconds,
+                "ranks": [_rank_summary(r) for r in a],
+            }
+            result["oversubscribed"].append(entry)
+            log(f"  {entry['label']}: {seconds:.2f} s, {entry['speedup_vs_1thread']:.2f}x vs seq 1 thread (median)")
+    finally:
+        seq.close()
+    return result
+
+
+def _rank_summary(r: dict[str, Any]) -> dict[str, Any]:
+    st = r["stats"]
+    return {
+        "rank": st["rank"],
+        "seconds": r["seconds"],
+        "rss": r["rss"],
+        "peak_rss": r["peak_rss"],
+        "wait_s": r["wait_s"],
+        "bytes_sent_generation": st["bytes_sent_last_generation"],
+        "steps": st["steps_last_generation"],
+        "planned_bytes_per_step_all_ranks": st["planned_bytes_per_step_all_ranks"],
+        "reference_bytes_per_step_all_ranks": st["reference_bytes_per_step_all_ranks"],
+        "param_bytes_local": st["param_bytes_local"],
+        "param_bytes_full": st["param_bytes_full"],
+        "plan": st["plan"],
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    out = run("--quick" in sys.argv)
+    Path("/tmp/speed.json").write_text(json.dumps(out, indent=2))
