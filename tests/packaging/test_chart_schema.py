@@ -37,6 +37,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["/securityContext/allowPrivilegeEscalation"],
     ),
     ("added capabilities", {"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}, ["/capabilities/add"]),
+    ("bad log format", {"operator": {"logFormat": "xml"}}, ["/operator/logFormat", "'plain', 'full', 'json'"]),
     ("S3 endpoint without scheme", {"s3": {"endpoint": "minio:9000"}}, ["/s3/endpoint"]),
     ("bad quantity", {"resources": {"limits": {"memory": "lots"}}}, ["/resources/limits/memory"]),
     ("unknown toleration field", {"tolerations": [{"key": "a", "efect": "NoSchedule"}]}, ["'efect' not allowed"]),

@@ -8,7 +8,8 @@ it cannot prove (see asyncdiff_devcluster/README.md): images, securityContext, p
 the local cluster; tests/kind/run.sh covers those on Docker hosts.
 
 Namespace-scoped install (``operator.watchNamespaces: [jobs]``), so the ``--namespace`` flag and the per-namespace
-Role are exercised. kopf's liveness endpoint is checked over HTTP, on a free port chosen here.
+Role are exercised. kopf's liveness endpoint is checked over HTTP, on a free port chosen here, and the metrics
+endpoint the chart's Service points at (container port 9090, mapped to a free host port by the local kubelet).
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ def test_chart_installs_and_runs_a_job(tmp_path: Path) -> None:
         container = pod["spec"]["containers"][0]
         assert container["command"] == ["asyncdiff-operator"]
         assert f"--namespace={JOBS_NAMESPACE}" in container["args"]
+        # the metrics port the chart declares (9090, ASYNCDIFF_METRICS_PORT) is served; the local kubelet maps it
+        ports = json.loads(pod["metadata"]["annotations"]["devcluster.asyncdiff.io/ports"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['9090']}/metrics", timeout=5) as rsp:
+            assert rsp.status == 200 and b"# TYPE" in rsp.read()
 
         t1 = time.monotonic()
         kubectl("apply", "-f", "-", stdin=yaml.safe_dump(tiny_job(model, out)))
