@@ -20,6 +20,7 @@ EXACT = [
     *[Case(f, "minimal", 2, 2, STEPS, STEPS) for f in ("sd15", "sdxl")],
     *[Case(f, "real", 4, 1, STEPS, STEPS) for f in ("sd15", "sdxl")],
     *[Case(f, "minimal", 3, 2, STEPS, STEPS) for f in ("sd15", "sdxl")],
+    Case("sd15", "minimal", 4, 2, STEPS, STEPS),  # world 5: oversubscribed on 2 cores, one family only
 ]
 CONFIGS = [(2, 1), (2, 2), (3, 1), (4, 1), (3, 2)]
 ASYNC = [
@@ -30,6 +31,8 @@ ASYNC = [
     Case("sd15", "minimal", 2, 1, 1, STEPS + 1, time_shift=True),
     Case("sd15", "minimal", 2, 2, 1, STEPS + 2, time_shift=True),
     Case("sd15", "real", 2, 1, 1, STEPS),
+    Case("sd15", "minimal", 4, 2, 1, STEPS + 1),
+    Case("sdxl", "minimal", 4, 2, 1, STEPS + 1),
 ]
 ALL = EXACT + ASYNC
 
