@@ -35,6 +35,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.inactivity_timeout = 120  # a stream with no events or bookmarks for 2 min is reopened
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
+    # A timer tick that deletes its own job (TTL) or runs while the job is deleted is still "exiting" when kopf
+    # handles the deletion; kopf then re-checks after cancellation_polling (default 60 s) before it removes its
+    # finalizer, and the job hangs in deletion that long (kopf#1305-like). Poll every second instead.
+    settings.background.cancellation_polling = 1.0
+    settings.background.instant_exit_timeout = 0.1
     settings.posting.level = logging.WARNING  # handler-success lines are not Events; our transitions are
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)

@@ -97,6 +97,18 @@ class E2E:
         )
         return obj
 
+    def gone(self, name: str) -> bool:
+        """True when the AsyncDiffJob does not exist (404)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.get(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return False
+
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.get(name).get("status") or {})
 

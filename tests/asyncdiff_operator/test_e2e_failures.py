@@ -92,8 +92,7 @@ def test_delete_mid_run_removes_children_and_processes(e2e: E2E, hang_dir: Path)
     e2e.wait_phase("doomed", "Running", 30)
     pods = [p.metadata.name for p in e2e.pods("doomed")]
     e2e.kubectl("delete", "adj/doomed", "--timeout=30s", timeout=40)
-    out = e2e.kubectl("get", "adj/doomed", check=False)
-    assert "NotFound" in out
+    assert e2e.gone("doomed")
     e2e.wait(lambda: not e2e.jobs("doomed") and not e2e.pods("doomed"), 30, "children garbage-collected")
     e2e.wait(lambda: not processes_of(pods), 30, "no orphan processes")
     cms = e2e.core.list_namespaced_config_map("default", label_selector="asyncdiff.io/job=doomed").items
@@ -120,5 +119,5 @@ def test_an_evicted_pod_is_replaced_without_counting_a_failure(e2e: E2E, hang_di
 
 def test_ttl_after_finished_deletes_the_job_and_its_children(e2e: E2E) -> None:
     apply(e2e, "ttl", [{"name": "PYTHONHOME", "value": "/nonexistent"}], backoffLimit=0, ttlSecondsAfterFinished=1)
-    e2e.wait(lambda: "NotFound" in e2e.kubectl("get", "adj/ttl", check=False), 30, "TTL deletion of adj/ttl")
+    e2e.wait(lambda: e2e.gone("ttl"), 15, "TTL deletion of adj/ttl (kopf's finalizer removed)")
     e2e.wait(lambda: not e2e.jobs("ttl") and not e2e.pods("ttl"), 30, "children garbage-collected")
