@@ -178,7 +178,8 @@ def build_pipeline() -> Any:
         text_encoder = CLIPTextModel(text_config).eval()  # never run: the call passes prompt_embeds
     from asyncdiff.testing.tiny_pipelines import _clip_tokenizer
 
-    scheduler = DDIMScheduler(**SCHEDULER_CONFIG, clip_sample=True, set_alpha_to_one=False, steps_offset=1)
+    # clip_sample=False: StableDiffusionPipeline forces it off anyway (with a warning)
+    scheduler = DDIMScheduler(**SCHEDULER_CONFIG, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
