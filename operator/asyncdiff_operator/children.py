@@ -13,6 +13,15 @@ before it is Ready), pods with ``subdomain`` = the Service, and torchrun's own `
 PET_NPROC_PER_NODE, PET_NODE_RANK (the completion index, by the downward API), PET_MASTER_ADDR (pod 0's stable
 name ``<job>-0.<svc>.<ns>.svc.cluster.local``) and PET_MASTER_PORT. ``asyncdiff_worker.launch`` sees PET_NNODES and
 leaves the rendezvous to torchrun, which reads PET_* as the defaults of its flags.
+
+Operator-wide defaults (``settings.OperatorSettings``, from the chart's values) apply only where the job sets
+nothing: the worker image is ``spec.pod.image``, else ASYNCDIFF_WORKER_IMAGE, else ``DEFAULT_IMAGE``; the operator's
+pull policy applies when the job names no image of its own (a job's own image keeps Kubernetes' default policy, as
+the operator's policy was chosen for the operator's image); each worker default (resources, nodeSelector,
+tolerations, serviceAccountName) is replaced as a whole by the job's field of the same name; the model cache emptyDir
+is mounted unless the job mounts something there itself; S3 endpoint, region and forcePathStyle fill the
+``spec.output`` fields the job left unset (in the ConfigMap the worker reads); the operator's credentials Secret is
+mounted exactly as ``spec.pod.s3CredentialsSecret``, which wins when set.
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 import yaml
+from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
+from asyncdiff_operator.settings import OperatorSettings, S3Defaults
 
 SPEC_DIR: Final = "/etc/asyncdiff"
 SPEC_FILE: Final = "job.yaml"
@@ -32,6 +43,10 @@ KUEUE_LABELS: Final = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-cla
 COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 MASTER_PORT: Final = 29500
 S3_SECRET_DIR: Final = "/var/run/secrets/asyncdiff/s3"
+MODEL_CACHE_DIR: Final = "/var/cache/asyncdiff"
+"""The worker image's model cache VOLUME (Dockerfile); an emptyDir of ``worker.modelCacheSizeLimit`` goes here."""
+MODEL_CACHE_VOLUME: Final = "model-cache"
+_NO_SETTINGS: Final = OperatorSettings()
 
 
 def service_name(cr_name: str) -> str:
@@ -65,14 +80,35 @@ def child_labels(cr: dict[str, Any], attempt: int) -> dict[str, str]:
     return labels
 
 
-def render_configmap(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
+def worker_job_spec(spec: AsyncDiffJobSpec, s3: S3Defaults) -> JobSpec:
+    """The worker's part of the spec, with the operator's S3 settings in the ``output`` fields the job left unset."""
+    data = spec.job_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    output = data["output"]
+    if s3.endpoint_url and spec.output.endpoint_url is None:
+        output["endpointUrl"] = s3.endpoint_url
+    if s3.region and spec.output.region is None:
+        output["region"] = s3.region
+    if s3.force_path_style and "force_path_style" not in spec.output.model_fields_set:
+        output["forcePathStyle"] = True
+    return JobSpec.model_validate(data)
+
+
+def s3_credentials_secret(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> str | None:
+    """The job's own credentials Secret, else the operator's."""
+    secret: str | None = spec.pod.s3_credentials_secret or settings.s3.credentials_secret
+    return secret
+
+
+def render_configmap(
+    cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings: OperatorSettings = _NO_SETTINGS
+) -> dict[str, Any]:
     """The ConfigMap with the worker's job manifest (prompts travel here, never on a command line)."""
     meta = cr["metadata"]
     manifest = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-        "spec": spec.job_spec().model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": worker_job_spec(spec, settings.s3).model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     return {
         "apiVersion": "v1",
@@ -103,7 +139,7 @@ def multi_node_env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> 
     ]
 
 
-def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> list[dict[str, Any]]:
+def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, secret: str | None) -> list[dict[str, Any]]:
     meta = cr["metadata"]
     env: list[dict[str, Any]] = [
         {"name": "ASYNCDIFF_JOB_NAME", "value": meta["name"]},
@@ -114,15 +150,15 @@ def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> list[dict[
     ]
     if spec.run_policy.num_nodes > 1:
         env.extend(multi_node_env(cr, spec, attempt))
-    if spec.pod.s3_credentials_secret:
+    if secret:
         env.append({"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR})
     for var in spec.pod.env or []:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
     return env
 
 
-def _resources(spec: AsyncDiffJobSpec) -> dict[str, Any]:
-    given = spec.pod.resources
+def _resources(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    given = spec.pod.resources or settings.worker.resources
     limits: dict[str, Any] = dict(given.limits or {}) if given else {}
     requests: dict[str, Any] = dict(given.requests or {}) if given else {}
     gpus = spec.gpus_per_node
@@ -155,45 +191,61 @@ def _dump(items: list[Any]) -> list[dict[str, Any]]:
     return [i.model_dump(mode="json", by_alias=True, exclude_none=True) for i in items]
 
 
-def _volumes(spec: AsyncDiffJobSpec, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Pod volumes and the worker's mounts: the job spec, the S3 credentials Secret, then the user's."""
+def _own_model_cache(spec: AsyncDiffJobSpec) -> bool:
+    """Whether the job brings its own volume named like ours or its own mount at the model cache."""
+    pod = spec.pod
+    names = {v.get("name") for v in pod.volumes or []}
+    paths = {m.mount_path.rstrip("/") for m in pod.volume_mounts or []}
+    return MODEL_CACHE_VOLUME in names or MODEL_CACHE_DIR in paths
+
+
+def _volumes(
+    spec: AsyncDiffJobSpec, name: str, secret: str | None, settings: OperatorSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pod volumes and the worker's mounts: the job spec, the S3 credentials Secret, the model cache, then the
+    user's."""
     pod = spec.pod
     volumes: list[dict[str, Any]] = [{"name": "job-spec", "configMap": {"name": name}}]
     mounts: list[dict[str, Any]] = [{"name": "job-spec", "mountPath": SPEC_DIR, "readOnly": True}]
-    if pod.s3_credentials_secret:
-        volumes.append({"name": "s3-credentials", "secret": {"secretName": pod.s3_credentials_secret}})
+    if secret:
+        volumes.append({"name": "s3-credentials", "secret": {"secretName": secret}})
         mounts.append({"name": "s3-credentials", "mountPath": S3_SECRET_DIR, "readOnly": True})
+    cache_limit = settings.worker.model_cache_size_limit
+    if cache_limit and not _own_model_cache(spec):
+        volumes.append({"name": MODEL_CACHE_VOLUME, "emptyDir": {"sizeLimit": str(cache_limit)}})
+        mounts.append({"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR})
     volumes.extend(dict(v) for v in pod.volumes or [])
     mounts.extend(_dump(pod.volume_mounts or []))
     return volumes, mounts
 
 
-def _pod_spec(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
+def _pod_spec(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings: OperatorSettings) -> dict[str, Any]:
     meta = cr["metadata"]
     pod = spec.pod
-    volumes, mounts = _volumes(spec, child_name(meta["name"], attempt))
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "containers": [
-            {
-                "name": CONTAINER,
-                "image": pod.image or DEFAULT_IMAGE,
-                "command": worker_command(spec),
-                "env": _env(cr, spec, attempt),
-                "resources": _resources(spec),
-                "volumeMounts": mounts,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-            }
-        ],
-        "volumes": volumes,
+    defaults = settings.worker
+    secret = s3_credentials_secret(spec, settings)
+    volumes, mounts = _volumes(spec, child_name(meta["name"], attempt), secret, settings)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": pod.image or settings.worker_image or DEFAULT_IMAGE,
+        "command": worker_command(spec),
+        "env": _env(cr, spec, attempt, secret),
+        "resources": _resources(spec, settings),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if pod.image is None and settings.worker_image_pull_policy:
+        container["imagePullPolicy"] = settings.worker_image_pull_policy
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes}
     if spec.run_policy.num_nodes > 1:
         pod_spec["subdomain"] = service_name(meta["name"])
         pod_spec["containers"][0]["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT}]
+    node_selector = pod.node_selector or defaults.node_selector
+    tolerations = pod.tolerations or defaults.tolerations
     optional: dict[str, Any] = {
-        "serviceAccountName": pod.service_account_name,
-        "nodeSelector": dict(pod.node_selector) if pod.node_selector else None,
-        "tolerations": _dump(pod.tolerations) if pod.tolerations else None,
+        "serviceAccountName": pod.service_account_name or defaults.service_account_name,
+        "nodeSelector": dict(node_selector) if node_selector else None,
+        "tolerations": _dump(tolerations) if tolerations else None,
         "affinity": dict(pod.affinity) if pod.affinity else None,
         "imagePullSecrets": _dump(pod.image_pull_secrets) if pod.image_pull_secrets else None,
         "priorityClassName": pod.priority_class_name,
@@ -208,9 +260,11 @@ DISRUPTION_POLICY: Final = {
 """Evicted or preempted pods are replaced by the Job controller and never fail the attempt."""
 
 
-def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict[str, Any]:
+def render_job(
+    cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings: OperatorSettings = _NO_SETTINGS
+) -> dict[str, Any]:
     """The batch/v1 Job of one attempt: numNodes pods (Indexed when more than one), restartPolicy Never,
-    backoffLimit 0, disruptions ignored."""
+    backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing."""
     meta = cr["metadata"]
     name = child_name(meta["name"], attempt)
     labels = child_labels(cr, attempt)
@@ -224,7 +278,7 @@ def render_job(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> dict
         "completions": nodes,
         "parallelism": nodes,
         "podFailurePolicy": DISRUPTION_POLICY,
-        "template": {"metadata": template_meta, "spec": _pod_spec(cr, spec, attempt)},
+        "template": {"metadata": template_meta, "spec": _pod_spec(cr, spec, attempt, settings)},
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"

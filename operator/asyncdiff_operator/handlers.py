@@ -6,24 +6,24 @@ restart or a missed watch event loses nothing. Each tick is idempotent: children
 means "already there", and the status patch holds absolute values computed from the stored status. Children are
 deleted *before* the status patch that records why, so a crash in between is repaired by the next tick.
 
-Settings from the environment: ``ASYNCDIFF_RECONCILE_INTERVAL`` (seconds, default 1), ``ASYNCDIFF_STALL_SECONDS``
-(progress stall window, default 600).
+Settings from the environment (``settings.py``, parsed once when this module is imported, so a bad value stops the
+operator at start-up): ``ASYNCDIFF_RECONCILE_INTERVAL`` (seconds, default 1), ``ASYNCDIFF_STALL_SECONDS`` (progress
+stall window, default 600), and the operator-wide job defaults that ``children.py`` applies (worker image, pull
+policy and pod defaults, S3 endpoint settings and credentials Secret).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from asyncdiff_operator import kube, metrics, reasons
+from asyncdiff_operator import kube, metrics, reasons, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
 from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
 from asyncdiff_operator.status import (
-    DEFAULT_STALL_SECONDS,
     Decision,
     Observation,
     decide,
@@ -32,19 +32,16 @@ from asyncdiff_operator.status import (
     set_condition,
 )
 
-INTERVAL = float(os.environ.get("ASYNCDIFF_RECONCILE_INTERVAL", "1.0"))
-
-
-def stall_seconds() -> float:
-    return float(os.environ.get("ASYNCDIFF_STALL_SECONDS", DEFAULT_STALL_SECONDS))
+SETTINGS = settings.from_env()
+INTERVAL = SETTINGS.reconcile_interval
 
 
 def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> None:
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.ensure_service(namespace, render_service(body))
-    kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt))
-    if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt)) and attempt == 1:
+    kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
+    if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)) and attempt == 1:
         created = parse_iso(body["metadata"].get("creationTimestamp"))
         if created is not None:
             metrics.child_created(time.time() - created)
@@ -113,7 +110,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     attempts = int(status.get("attempts") or 0)
     observe = attempts > 0 and not policy.suspend and phase != reasons.SUSPENDED
     obs = kube.observe(meta["namespace"], meta["name"], attempts, policy.num_nodes) if observe else Observation()
-    window = float(policy.stall_timeout_seconds or stall_seconds())
+    window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
     decision = decide(status, obs, policy, generation, stall_seconds=window)
     _apply(body, spec, decision, logger)
     if not decision.status:

@@ -7,7 +7,8 @@ default (run one replica with ``strategy: Recreate``; ``--peering`` for kopf's p
 limits it to namespaces (repeatable); the default is cluster-wide. ``--metrics-port`` serves Prometheus metrics,
 ``--liveness`` kopf's liveness endpoint, ``--log-format json`` one JSON object per log line (structured logs).
 Every flag has an environment variable for container specs: ASYNCDIFF_NAMESPACES (comma-separated),
-ASYNCDIFF_METRICS_PORT, ASYNCDIFF_LIVENESS, ASYNCDIFF_LOG_FORMAT.
+ASYNCDIFF_METRICS_PORT, ASYNCDIFF_LIVENESS, ASYNCDIFF_LOG_FORMAT. The job defaults and reconcile settings
+(ASYNCDIFF_WORKER_IMAGE, ASYNCDIFF_S3_*, ...) are parsed by ``settings.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from typing import Any
 
 import kopf
 
-import asyncdiff_operator.handlers  # noqa: F401  (registers the handlers)
 from asyncdiff_operator import metrics
+from asyncdiff_operator.settings import SettingsError
+
+try:
+    import asyncdiff_operator.handlers  # noqa: F401  (registers the handlers; parses the settings from the environment)
+except SettingsError as exc:  # a bad setting stops the operator at start-up, with the variable's name
+    raise SystemExit(f"asyncdiff-operator: invalid setting: {exc}") from None
 
 PREFIX = "asyncdiff.io"
 

@@ -23,7 +23,13 @@ from typing import Final
 from asyncdiff_operator.api import GROUP, PLURAL
 
 KOPF_SCANNING: Final = True
-"""kopf's runtime observation of CRDs (and namespaces when namespace-scoped) is on: main.py does not disable it."""
+"""kopf's runtime observation of CRDs (and namespaces when namespace-scoped) is on: main.py does not disable it.
+
+Kept on deliberately: with ``settings.scanning.disabled`` kopf resolves the CRD once, from API discovery, at start-up;
+if the CRD is not served yet (``crds.install=false`` with a GitOps tool applying it later, or a race with a CRD that
+is not yet Established) kopf only logs "Unresolved resources cannot be served", stays live for the liveness probe,
+and handles no job until it is restarted. Scanning notices the CRD when it appears, at the price of list/watch on
+CRDs (and namespaces when namespace-scoped) in a ClusterRole; without that ClusterRole kopf degrades with a warning."""
 
 CHART_RULES_FILE: Final = Path("charts/asyncdiff-operator/templates/_rbac_rules.tpl")
 
