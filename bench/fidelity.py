@@ -67,7 +67,10 @@ def run(quick: bool, log: Any = print) -> tuple[dict[str, Any], dict[str, np.nda
     start = time.perf_counter()
     reference = generate(build_pipeline(), labels, seed=seed, steps=steps)
     seq_seconds = time.perf_counter() - start
-    to01 = lambda x: (x + 1) / 2  # noqa: E731  (metrics on the [0, 1] range)
+
+    def to01(x: np.ndarray) -> np.ndarray:  # metrics on the [0, 1] range
+        return (x + 1) / 2
+
     seq_pred = clf.predict(reference.reshape(samples, -1))
     seq_acc = float(np.mean(seq_pred == np.array(labels)))
     log(f"fidelity: {samples} samples, {steps} DDIM steps; sequential {seq_seconds:.1f} s, accuracy {seq_acc:.3f}")

@@ -22,8 +22,10 @@ def _load(results: Path, name: str) -> dict[str, Any] | None:
     return dict(json.loads(path.read_text())) if path.is_file() else None
 
 
-def _fmt_db(x: float) -> str:
-    return "inf (exact)" if not math.isfinite(x) else f"{x:.1f}"
+def _fmt_db(x: float | str) -> str:
+    """PSNR in dB; the JSON files hold the string "inf" for identical outputs."""
+    value = float(x)
+    return "inf (exact)" if not math.isfinite(value) else f"{value:.1f}"
 
 
 def _mib(x: float) -> str:
@@ -46,6 +48,11 @@ def plot_speed(speed: dict[str, Any], out: Path) -> None:
     labels = ["sequential\n1 thread", "sequential\n2 threads", "AsyncDiff N2 S1\n2 ranks x 1 thr"]
     values = [n2["median_seq_1thread_s"], n2["median_seq_2threads_s"], n2["median_async_s"]]
     colors = ["#888888", "#aaaaaa", "#1f77b4"]
+    tuned = speed.get("n2s1_measured_split")
+    if tuned:
+        labels.append("AsyncDiff N2 S1\nmeasured split")
+        values.append(tuned["median_async_s"])
+        colors.append("#2ca02c")
     for row in speed.get("oversubscribed", []):
         labels.append(f"N{row['model_n']} S{row['stride']}\n{row['world']} ranks*")
         values.append(row["async_s"])
@@ -144,7 +151,8 @@ def plot_fidelity(fid: dict[str, Any], out: Path, measured: dict[str, float] | N
             "color": colors.get(key, "k"),
             "facecolors": "none" if row["time_shift"] else colors.get(key, "k"),
         }
-        psnr = row["psnr_db_mean"] if math.isfinite(row["psnr_db_mean"]) else 60.0
+        psnr = float(row["psnr_db_mean"])  # JSON holds "inf" for identical outputs
+        psnr = psnr if math.isfinite(psnr) else 60.0
         axes[0].scatter(row["modelled_speedup"], psnr, **kw)
         axes[1].scatter(row["modelled_speedup"], row["ssim_mean"], **kw)
     for (n, s), c in colors.items():
@@ -186,7 +194,9 @@ def plot_samples(grids: dict[str, np.ndarray], out: Path, per_row: int = 20) -> 
 # ------------------------------------------------------------------------------------------------------ markdown
 def _speed_md(speed: dict[str, Any]) -> list[str]:
     n2 = speed["n2s1"]
-    target = n2["median_speedup_vs_1thread"] >= 1.85
+    tuned = speed.get("n2s1_measured_split")
+    best = max(n2["median_speedup_vs_1thread"], tuned["median_speedup_vs_1thread"] if tuned else 0.0)
+    target = best >= 1.85
     lines = [
         f"## Speed ({speed['scale']} SD 2.1-layout UNet, random weights, 256x256, {speed['steps']} DDIM steps, CFG)",
         "",
@@ -202,11 +212,25 @@ def _speed_md(speed: dict[str, Any]) -> list[str]:
         f"| **{n2['label']}** | **{n2['median_async_s']:.2f}** | **{n2['median_speedup_vs_1thread']:.2f}x** | "
         f"**{n2['median_speedup_vs_2threads']:.2f}x** |",
     ]
+    if tuned:
+        lines.append(
+            f"| {tuned['label']} | {tuned['median_async_s']:.2f} | {tuned['median_speedup_vs_1thread']:.2f}x | "
+            f"{tuned['median_speedup_vs_2threads']:.2f}x |"
+        )
     for row in speed.get("oversubscribed", []):
         lines.append(
             f"| {row['label']} | {row['async_s']:.2f} | {row['speedup_vs_1thread']:.2f}x (one run vs the median) | |"
         )
     lines += ["", "Per-repetition speedups vs 1 thread: " + ", ".join(f"{r:.2f}" for r in n2["speedup_vs_1thread"])]
+    if tuned:
+        lines += [
+            "",
+            "The default split is the SD 2.1 preset (the paper's Table 1 cut), balanced by FLOPs on the real model. "
+            "The measured split feeds the library's own min-max partition (`asyncdiff.plan.auto_components`) with "
+            "block times measured in a 3-step sequential pass and passes the result as an explicit `split=` "
+            "(what a user can do for an unusual model or device): "
+            + " | ".join(", ".join(c) for c in tuned["components"]),
+        ]
     lines += ["", "![speed](speed.png)", "", "### Where the time goes (one profiled generation, N=2 S=1)", ""]
     lines += ["| process | compute | recv wait | broadcast wait | send wait | denoiser glue | outside denoiser |"]
     lines += ["|---|---|---|---|---|---|---|"]
@@ -368,8 +392,8 @@ def _operator_md(op: dict[str, Any]) -> list[str]:
             f"{r['latency_p50_s']:.2f} | {r['latency_p99_s']:.2f} | {r['latency_max_s']:.2f} | "
             f"{r['throughput_crs_per_s']:.1f} | {r['probe_latency_p50_s']:.2f} | {_mib(r['operator_rss_bytes'])} MiB | "
             f"{100 * r['operator_cpu_fraction_steady']:.0f}% | "
-            f"{r['timer_reconciles_per_s_assumed']:.0f} | "
-            f"{'saturated' if (ms := r['cpu_ms_per_reconcile_est']) is None else format(ms, '.1f')} |"
+            f"{r.get('timer_reconciles_per_s_assumed', float('nan')):.0f} | "
+            f"{'saturated' if (ms := r.get('cpu_ms_per_reconcile_est')) is None else format(ms, '.1f')} |"
         )
     return lines
 

@@ -99,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if "traffic" in parts:
         from bench import gpu_components
 
-        out = str(results / "traffic_real_size.json")
-        timed("traffic", lambda: gpu_components.main(["--traffic-only", "--device", "cpu", "--out", out]) and None)
+        def traffic() -> None:
+            out = str(results / "traffic_real_size.json")
+            if gpu_components.main(["--traffic-only", "--device", "cpu", "--out", out]) != 0:
+                raise RuntimeError("traffic calculation failed")
+
+        timed("traffic", traffic)
     if "speed" in parts:
         from bench import speed
 

@@ -99,6 +99,36 @@ class Sequential:
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "denoiser_s": total["denoiser"], "component_s": [spent[c] for c in sorted(spent)]}
 
+    def unit_costs(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Measured seconds of every atomic unit (execution order) over a short 1-thread generation."""
+        import torch
+        from asyncdiff.units import unit_layout
+
+        from bench.models import call_kwargs
+
+        torch.set_num_threads(1)
+        order = list(unit_layout(self.pipe.unet).atomic)
+        spent, handles, _ = _component_hooks(self.pipe, [[u] for u in order])
+        try:
+            self.pipe(**call_kwargs(int(payload["steps"])))
+        finally:
+            for h in handles:
+                h.remove()
+        return {"order": order, "seconds": [spent[i] for i in range(len(order))]}
+
+
+def measured_split(costs: dict[str, Any], model_n: int) -> list[list[str]]:
+    """The library's own contiguous min-max partition (``auto_components``), fed measured unit times instead of
+    FLOPs; whole blocks are named where all their units fall in one component."""
+    from asyncdiff.plan import auto_components, coarsen
+    from asyncdiff.units import UnitLayout
+
+    order = list(costs["order"])
+    layout = UnitLayout("unet", tuple(order))
+    atomic = auto_components(order, dict(zip(order, costs["seconds"], strict=True)), layout, model_n)
+    split: list[list[str]] = coarsen(atomic, order)
+    return split
+
 
 class Async:
     """One rank of an AsyncDiff group."""
@@ -193,23 +223,41 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
     result: dict[str, Any] = {"scale": scale, "steps": steps, "repetitions": reps, "size": 256, "split": "preset"}
     seq = Group(Sequential, 1, (path,))
     try:
-        with Group(Async, 2, (path, 2, 1, 1, split)) as n2:
-            seq.call("generate", {"steps": warm_steps, "threads": 1})
+        seq.call("generate", {"steps": warm_steps, "threads": 1})
+        unit_costs = seq.call("unit_costs", {"steps": 3})[0]
+        tuned = measured_split(unit_costs, 2)
+        result["measured_split"] = tuned
+        with Group(Async, 2, (path, 2, 1, 1, split)) as n2, Group(Async, 2, (path, 2, 1, 1, tuned)) as n2m:
             n2.call("generate", {"steps": warm_steps})
+            n2m.call("generate", {"steps": warm_steps})
             seq1: list[float] = []
             seq2: list[float] = []
             asy: list[dict[str, Any]] = []
+            asym: list[float] = []
             for rep in range(reps):
                 s1 = seq.call("generate", {"steps": steps, "threads": 1})[0]
                 a = n2.call("generate", {"steps": steps})
+                am = n2m.call("generate", {"steps": steps})
                 s2 = seq.call("generate", {"steps": steps, "threads": 2})[0]
                 seq1.append(s1["seconds"])
                 seq2.append(s2["seconds"])
                 asy.append({"seconds": max(r["seconds"] for r in a), "ranks": a})
+                asym.append(max(r["seconds"] for r in am))
                 log(
-                    f"  rep {rep}: seq 1 thr {s1['seconds']:.2f} s, async N2 {asy[-1]['seconds']:.2f} s, "
-                    f"seq 2 thr {s2['seconds']:.2f} s"
+                    f"  rep {rep}: seq 1 thr {s1['seconds']:.2f} s, async N2 {asy[-1]['seconds']:.2f} s "
+                    f"(measured split {asym[-1]:.2f} s), seq 2 thr {s2['seconds']:.2f} s"
                 )
+            prof_m = n2m.call("profile", {"steps": steps})
+            result["n2s1_measured_split"] = {
+                "label": "N=2 S=1 W=1, explicit split balanced on measured block times (split=[...])",
+                "components": tuned,
+                "async_s": asym,
+                "median_async_s": _median(asym),
+                "speedup_vs_1thread": [s / a for s, a in zip(seq1, asym, strict=True)],
+                "median_speedup_vs_1thread": median_ratio(seq1, asym),
+                "median_speedup_vs_2threads": median_ratio(seq2, asym),
+                "profile": prof_m,
+            }
             async_s = [a["seconds"] for a in asy]
             ratios1 = [s / a for s, a in zip(seq1, async_s, strict=True)]
             ratios2 = [s / a for s, a in zip(seq2, async_s, strict=True)]
@@ -238,7 +286,8 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
             }
             log(
                 f"  N2S1 median speedup {result['n2s1']['median_speedup_vs_1thread']:.2f}x vs 1 thread, "
-                f"{result['n2s1']['median_speedup_vs_2threads']:.2f}x vs 2 threads"
+                f"{result['n2s1']['median_speedup_vs_2threads']:.2f}x vs 2 threads; measured split "
+                f"{result['n2s1_measured_split']['median_speedup_vs_1thread']:.2f}x vs 1 thread"
             )
         others = [(3, 1), (4, 1), (2, 2)]
         result["oversubscribed"] = []
