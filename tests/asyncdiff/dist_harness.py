@@ -38,6 +38,7 @@ class Case:
     def key(self) -> str:
         parts = [self.family, self.layout, f"n{self.model_n}s{self.stride}w{self.warm_up}", f"steps{self.steps}"]
         parts += ["ts"] * self.time_shift + ["img2img"] * self.img2img
+        parts += [self.split] if isinstance(self.split, str) else ["custom-split"] if self.split else []
         return "-".join(parts)
 
 

@@ -21,6 +21,7 @@ EXACT = [
     *[Case(f, "real", 4, 1, STEPS, STEPS) for f in ("sd15", "sdxl")],
     *[Case(f, "minimal", 3, 2, STEPS, STEPS) for f in ("sd15", "sdxl")],
     Case("sd15", "minimal", 4, 2, STEPS, STEPS),  # world 5: oversubscribed on 2 cores, one family only
+    Case("sd15", "real", 2, 1, STEPS, STEPS, split="measured"),  # plan from block times averaged over the ranks
 ]
 CONFIGS = [(2, 1), (2, 2), (3, 1), (4, 1), (3, 2)]
 ASYNC = [
@@ -33,6 +34,7 @@ ASYNC = [
     Case("sd15", "real", 2, 1, 1, STEPS),
     Case("sd15", "minimal", 4, 2, 1, STEPS + 1),
     Case("sdxl", "minimal", 4, 2, 1, STEPS + 1),
+    Case("sdxl", "minimal", 3, 1, 1, STEPS + 1, split="measured"),
 ]
 ALL = EXACT + ASYNC
 

@@ -28,7 +28,7 @@ def _pipe(tiny_model_dir: Any, family: str = "sd15", layout: str = "minimal") ->
         ({"warm_up": 0}, "warm_up", "an integer >= 1"),
         ({"warm_up": 1.5}, "warm_up", "an integer >= 1"),
         ({"time_shift": "yes"}, "time_shift", "True or False"),
-        ({"split": "diagonal"}, "split", "None, 'auto', 'preset'"),
+        ({"split": "diagonal"}, "split", "None, 'auto', 'measured', 'preset'"),
         ({"split": [["conv_in"], ["conv_out"]]}, "split", "in no component"),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,8 @@ class AsyncDiff:
 
     Run inside torchrun. The process group is initialised if none exists (NCCL with CUDA, gloo on CPU; override
     with ``backend``). ``split`` is None (the architecture's preset table if one exists, else automatic),
-    ``"auto"``, ``"preset"``, or an explicit list of components (lists of block paths).
+    ``"auto"`` (FLOPs), ``"measured"`` (block times from one real forward), ``"preset"``, or an explicit list of
+    components (lists of block paths).
     """
 
     def __init__(
@@ -179,10 +181,12 @@ class AsyncDiff:
                     f"model_n={self.model_n}; use split=None or 'auto'",
                 )
             return None, "auto"
-        if split == "auto":
-            return None, "auto"
+        if split in ("auto", "measured"):
+            return None, split
         if isinstance(split, str) or not isinstance(split, Sequence):
-            raise ConfigError("split", split, "None, 'auto', 'preset' or a list of model_n lists of block paths")
+            raise ConfigError(
+                "split", split, "None, 'auto', 'measured', 'preset' or a list of model_n lists of block paths"
+            )
         comps = [list(c) for c in split]
         if len(comps) != self.model_n:
             raise ConfigError("split", f"{len(comps)} components", f"exactly model_n={self.model_n} components")
@@ -238,13 +242,16 @@ class AsyncDiff:
             pipe_cls.__name__, (pipe_cls,), {"__call__": __call__, "__module__": pipe_cls.__module__}
         )
 
-    def _hook_units(self, paths: Sequence[str]) -> None:
+    def _hook_units(
+        self, paths: Sequence[str], make_forward: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None
+    ) -> None:
+        make_forward = make_forward or self._unit_forward
         for path in paths:
             module = self.denoiser.get_submodule(path)
             original = module.forward
             self._originals[path] = original
             self._instance_forward[path] = "forward" in module.__dict__
-            module.forward = self._unit_forward(path, original)  # type: ignore[method-assign]
+            module.forward = make_forward(path, original)  # type: ignore[method-assign]
 
     def _unhook_units(self) -> None:
         for path, original in self._originals.items():
@@ -268,6 +275,9 @@ class AsyncDiff:
         if sorted(order) != sorted(self.layout.atomic):
             raise RuntimeError(f"AsyncDiff: traced blocks {order} differ from the layout {self.layout.atomic}")
         costs = {u.path: float(u.flops) + 1e5 * u.ops for u in atomic_trace.units}
+        cost_unit = "flops"
+        if self._source == "measured":
+            costs, cost_unit = self._measure_unit_seconds(order, args, kwargs), "seconds"
         if self._fixed_components is None:
             atomic_comps = auto_components(order, costs, self.layout, self.model_n)
         else:
@@ -278,6 +288,7 @@ class AsyncDiff:
             self._source,
             [sum(costs[u] for u in comp) for comp in atomic_comps],
             type(self.denoiser).__name__,
+            cost_unit,
         )
         if self.release_weights and not self._released:
             self._release(atomic_comps)
@@ -286,6 +297,37 @@ class AsyncDiff:
         if self.rank == 0:
             log.info("%s", plan.describe())
         return plan
+
+    def _measure_unit_seconds(
+        self, order: Sequence[str], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, float]:
+        """split='measured': time every block in one real forward (all weights are still here), then average the
+        times over the ranks so that every rank derives the same plan."""
+        seconds: dict[str, float] = dict.fromkeys(order, 0.0)
+        cuda = self.device.type == "cuda"
+
+        def timed(path: str, original: Callable[..., Any]) -> Callable[..., Any]:
+            def forward(*a: Any, **k: Any) -> Any:
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                start = time.perf_counter()
+                out = original(*a, **k)
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                seconds[path] += time.perf_counter() - start
+                return out
+
+            return forward
+
+        self._hook_units(order, timed)
+        try:
+            with torch.no_grad():
+                self._top_forward(*args, **kwargs)
+        finally:
+            self._unhook_units()
+        vector = torch.tensor([seconds[p] for p in order], dtype=torch.float64, device=self.device)
+        dist.all_reduce(vector)
+        return {p: float(v) / self.world_size for p, v in zip(order, vector.tolist(), strict=True)}
 
     def _release(self, atomic_comps: Sequence[Sequence[str]]) -> None:
         keep = self.roles.resident_component

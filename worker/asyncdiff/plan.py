@@ -23,10 +23,11 @@ class SplitPlan:
 
     components: list[list[str]]
     source: str
-    """'preset:<architecture>', 'auto' or 'custom'."""
+    """'preset:<architecture>', 'auto' (FLOPs), 'measured' (block times) or 'custom'."""
     costs: list[float] = field(default_factory=list)
-    """Estimated cost per component (FLOPs counted on the first call's shapes)."""
+    """Estimated cost per component: FLOPs counted on the first call's shapes, or measured seconds."""
     denoiser: str = ""
+    cost_unit: str = "flops"
 
     @property
     def model_n(self) -> int:
@@ -39,7 +40,13 @@ class SplitPlan:
         total = sum(self.costs) or 1.0
         lines = [f"AsyncDiff split plan for {self.denoiser} ({self.source}, {self.model_n} components)"]
         for c, paths in enumerate(self.components):
-            cost = f"{self.costs[c] / 1e9:9.3f} GFLOP ({100 * self.costs[c] / total:5.1f}%)" if self.costs else ""
+            share = f"({100 * self.costs[c] / total:5.1f}%)" if self.costs else ""
+            if not self.costs:
+                cost = ""
+            elif self.cost_unit == "seconds":
+                cost = f"{1e3 * self.costs[c]:9.2f} ms {share}"
+            else:
+                cost = f"{self.costs[c] / 1e9:9.3f} GFLOP {share}"
             lines.append(f"  component {c}: {cost} {', '.join(paths)}")
         return "\n".join(lines)
 
@@ -48,7 +55,8 @@ class SplitPlan:
             "denoiser": self.denoiser,
             "source": self.source,
             "components": [list(c) for c in self.components],
-            "estimatedFlops": [float(c) for c in self.costs],
+            "estimatedCost": [float(c) for c in self.costs],
+            "costUnit": self.cost_unit,
         }
 
 
