@@ -29,6 +29,7 @@ class Case:
     time_shift: bool = False
     img2img: bool = False
     split: Any = None
+    free_eps: str = "own"
 
     @property
     def world(self) -> int:
@@ -39,6 +40,7 @@ class Case:
         parts = [self.family, self.layout, f"n{self.model_n}s{self.stride}w{self.warm_up}", f"steps{self.steps}"]
         parts += ["ts"] * self.time_shift + ["img2img"] * self.img2img
         parts += [self.split] if isinstance(self.split, str) else ["custom-split"] if self.split else []
+        parts += [f"free-eps-{self.free_eps}"] if self.free_eps != "own" else []
         return "-".join(parts)
 
 
@@ -108,6 +110,7 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
                 warm_up=case.warm_up,
                 time_shift=case.time_shift,
                 split=case.split,
+                stride2_free_eps=case.free_eps,
             )
             start = time.perf_counter()
             got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))

@@ -35,6 +35,7 @@ ASYNC = [
     Case("sd15", "minimal", 4, 2, 1, STEPS + 1),
     Case("sdxl", "minimal", 4, 2, 1, STEPS + 1),
     Case("sdxl", "minimal", 3, 1, 1, STEPS + 1, split="measured"),
+    Case("sd15", "minimal", 2, 2, 1, STEPS + 1, free_eps="reuse"),  # the reference's stride-2 behaviour, opt-in
 ]
 ALL = EXACT + ASYNC
 
@@ -93,3 +94,10 @@ def test_output_shapes_match_the_sequential_pipeline(dist_results) -> None:
     for case in EXACT:
         for r in _results(dist_results, case):
             assert len(r.shape) in (4, 5), case.key
+
+
+@pytest.mark.slow
+def test_stride2_free_eps_reuse_differs_from_own_prediction(dist_results) -> None:
+    own = _results(dist_results, Case("sd15", "minimal", 2, 2, 1, STEPS + 1))
+    reuse = _results(dist_results, Case("sd15", "minimal", 2, 2, 1, STEPS + 1, free_eps="reuse"))
+    assert own[0].digest != reuse[0].digest

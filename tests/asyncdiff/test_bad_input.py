@@ -30,6 +30,7 @@ def _pipe(tiny_model_dir: Any, family: str = "sd15", layout: str = "minimal") ->
         ({"time_shift": "yes"}, "time_shift", "True or False"),
         ({"split": "diagonal"}, "split", "None, 'auto', 'measured', 'preset'"),
         ({"split": [["conv_in"], ["conv_out"]]}, "split", "in no component"),
+        ({"stride2_free_eps": "latest"}, "stride2_free_eps", "'own' (the intended semantics)"),
     ],
 )
 def test_invalid_parameters(tiny_model_dir: Any, kwargs: dict[str, Any], parameter: str, allowed: str) -> None:

@@ -105,8 +105,14 @@ class AsyncDiff:
         backend: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         release_weights: bool = True,
+        stride2_free_eps: str = "own",
     ) -> None:
         validate_parameters(model_n, stride, warm_up, time_shift)
+        if stride2_free_eps not in ("own", "reuse"):
+            raise ConfigError(
+                "stride2_free_eps", stride2_free_eps, "'own' (the intended semantics) or 'reuse' (the reference's)"
+            )
+        self.stride2_free_eps = stride2_free_eps
         self.attr, self.denoiser = _pipeline_denoiser(pipeline)
         if getattr(self.denoiser, "_asyncdiff", None) is not None:
             raise ConfigError("pipeline", type(pipeline).__name__, "a pipeline not already wrapped by AsyncDiff")
@@ -422,8 +428,12 @@ class AsyncDiff:
         return pytree.tree_unflatten(leaves, spec)
 
     def _free_call(self) -> Any:
+        """Stride 2's second call of a pair: eps_{k+1} is the last component's own t_{k+1} prediction, or, with
+        ``stride2_free_eps='reuse'`` (the reference code's behaviour, kept for comparison), eps_k again."""
         assert self._last_out is not None and self._last_route is not None
         leaves, spec, index = self._last_out
+        if self.stride2_free_eps == "reuse":
+            return pytree.tree_unflatten(list(leaves), spec)
         meta = self._last_route.eps_meta
         src = self.model_n - 1
         eps = self.exchange.broadcast(
