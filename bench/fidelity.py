@@ -35,7 +35,10 @@ class FidelityRank:
 
         model_n, stride, warm_up, time_shift = payload["config"]
         pipe = build_pipeline()
-        ad = AsyncDiff(pipe, model_n=model_n, stride=stride, warm_up=warm_up, time_shift=time_shift, timeout_s=300)
+        extra = {"stride2_free_eps": "reuse"} if payload.get("reuse") else {}
+        ad = AsyncDiff(
+            pipe, model_n=model_n, stride=stride, warm_up=warm_up, time_shift=time_shift, timeout_s=300, **extra
+        )
         start = time.perf_counter()
         images = generate(pipe, payload["labels"], seed=payload["seed"], steps=payload["steps"])
         seconds = time.perf_counter() - start
@@ -44,6 +47,20 @@ class FidelityRank:
             "images": images if self.rank == 0 else None,
             "plan": ad.plan.describe() if ad.plan else "",
         }
+
+
+def reuse_supported() -> bool:
+    """Whether this library version offers the reference's stride-2 behaviour (``stride2_free_eps='reuse'``)."""
+    import inspect
+
+    from asyncdiff import AsyncDiff
+
+    return "stride2_free_eps" in inspect.signature(AsyncDiff.__init__).parameters
+
+
+def reuse_configs(quick: bool) -> list[Config]:
+    """Stride-2 configurations also run with the reference's eps reuse, to compare the two semantics."""
+    return [(2, 2, 1, False)] if quick else [(2, 2, 1, False), (2, 2, 3, False), (3, 2, 1, False)]
 
 
 def configs(quick: bool) -> list[Config]:
@@ -76,15 +93,17 @@ def run(quick: bool, log: Any = print) -> tuple[dict[str, Any], dict[str, np.nda
     log(f"fidelity: {samples} samples, {steps} DDIM steps; sequential {seq_seconds:.1f} s, accuracy {seq_acc:.3f}")
     todo = configs(quick)
     exact: Config = (2, 1, steps, False)
-    by_world: dict[int, list[Config]] = {}
-    for cfg in [exact, *todo]:
-        by_world.setdefault(cfg[0] + cfg[1] - 1, []).append(cfg)
+    by_world: dict[int, list[tuple[Config, bool]]] = {}
+    reuse = reuse_configs(quick) if reuse_supported() else []
+    for cfg, reused in [(exact, False), *((c, False) for c in todo), *((c, True) for c in reuse)]:
+        by_world.setdefault(cfg[0] + cfg[1] - 1, []).append((cfg, reused))
     rows: list[dict[str, Any]] = []
     grids: dict[str, np.ndarray] = {"sequential": reference}
     for world, cfgs in sorted(by_world.items()):
         with Group(FidelityRank, world) as group:
-            for cfg in cfgs:
-                out = group.call("run", {"config": cfg, "labels": labels, "seed": seed, "steps": steps})
+            for cfg, reused in cfgs:
+                payload = {"config": cfg, "labels": labels, "seed": seed, "steps": steps, "reuse": reused}
+                out = group.call("run", payload)
                 images = out[0]["images"]
                 fid = batch_fidelity(to01(images), to01(reference))
                 pred = clf.predict(images.reshape(samples, -1))
@@ -102,12 +121,14 @@ def run(quick: bool, log: Any = print) -> tuple[dict[str, Any], dict[str, np.nda
                     "modelled_speedup": modelled_speedup(steps, model_n, stride, warm_up),
                     "wall_s": max(r["seconds"] for r in out),
                     "exactness_check": cfg == exact,
+                    "stride2_free_eps": "reuse" if reused else "own",
                 }
                 rows.append(row)
-                if cfg in ((2, 1, 1, False), (4, 2, 1, False), (2, 2, 1, False), (4, 1, 1, False)):
+                if not reused and cfg in ((2, 1, 1, False), (4, 2, 1, False), (2, 2, 1, False), (4, 1, 1, False)):
                     grids[f"N{model_n} S{stride} W{warm_up}"] = images
                 log(
-                    f"  N{model_n} S{stride} W{warm_up} ts={int(time_shift)}: PSNR {fid['psnr_db_mean']:.1f} dB, "
+                    f"  N{model_n} S{stride}{' (reuse)' if reused else ''} W{warm_up} ts={int(time_shift)}: "
+                    f"PSNR {fid['psnr_db_mean']:.1f} dB, "
                     f"SSIM {fid['ssim_mean']:.3f}, acc {row['accuracy']:.3f} ({row['wall_s']:.1f} s)"
                 )
     result = {

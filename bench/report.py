@@ -149,7 +149,7 @@ def plot_fidelity(fid: dict[str, Any], out: Path, measured: dict[str, float] | N
         (4, 2): "#8c564b",
     }
     for row in fid["rows"]:
-        if row["exactness_check"]:
+        if row["exactness_check"] or row.get("stride2_free_eps") == "reuse":
             continue
         key = (row["model_n"], row["stride"])
         kw = {
@@ -365,7 +365,9 @@ def _fidelity_md(fid: dict[str, Any]) -> list[str]:
         "sequential output with the same seed; accuracy of a logistic-regression digit classifier (held-out "
         "accuracy on real digits {:.3f}) on the generated digits (sequential: {:.3f}). Speed from the step-count "
         "model (a warm-up step costs 1, an async step 1/(N*S)). Rows with more than 2 ranks ran oversubscribed "
-        "(the outputs do not depend on timing).".format(
+        "(the outputs do not depend on timing). Rows marked *reference's eps reuse* run stride 2 with "
+        "`stride2_free_eps='reuse'` (the reference code's behaviour: both steps of a pair get the same noise "
+        "prediction) for comparison with our default (each step its own prediction).".format(
             t.get("params", 0) / 1e6,
             t.get("steps", "?"),
             t.get("seconds", "?"),
@@ -378,8 +380,9 @@ def _fidelity_md(fid: dict[str, Any]) -> list[str]:
     ]
     for r in fid["rows"]:
         note = " (exactness check)" if r["exactness_check"] else ""
+        reuse = " (reference's eps reuse)" if r.get("stride2_free_eps") == "reuse" else ""
         lines.append(
-            f"| {r['model_n']} | {r['stride']} | {r['warm_up']}{note} | {'on' if r['time_shift'] else 'off'} | "
+            f"| {r['model_n']} | {r['stride']}{reuse} | {r['warm_up']}{note} | {'on' if r['time_shift'] else 'off'} | "
             f"{_fmt_db(r['psnr_db_mean'])} | {r['ssim_mean']:.3f} | {r['accuracy']:.3f} | "
             f"{r['agreement_with_sequential']:.3f} | {r['modelled_speedup']:.2f}x |"
         )
@@ -445,7 +448,10 @@ def write_summary(results: Path) -> Path:
         "1.5 / SD 2.1 / SDXL UNets under the preset splits, projecting N-GPU speedups (critical path = slowest "
         "component + measured communication). " + _gpu_line(results),
         "",
-        "Timings per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.get("seconds", {}).items()),
+        "Timings per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.get("seconds", {}).items()) + ".",
+        "",
+        "Load average (1/5/15 min) before -> after each part: "
+        + "; ".join(f"{k}: {v}" for k, v in run.get("load_per_part", {}).items()),
     ]
     out = results / "SUMMARY.md"
     out.write_text("\n".join(lines) + "\n")

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = list(args.only or PARTS)
     prev = json.loads((results / "run_all.json").read_text()) if (results / "run_all.json").is_file() else {}
     seconds: dict[str, float] = dict(prev.get("seconds", {})) if args.only else {}
+    loads: dict[str, str] = dict(prev.get("load_per_part", {})) if args.only else {}
     started = time.perf_counter()
     load_before = _loadavg()
     _log(f"bench ({mode}): {', '.join(parts)}; load average {load_before}")
@@ -79,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def timed(name: str, fn: Callable[[], None]) -> None:
         t0 = time.perf_counter()
+        before = _loadavg()
         _log(f"--- {name}")
         fn()
         seconds[name] = time.perf_counter() - t0
+        loads[name] = f"{before} -> {_loadavg()} (at {dt.datetime.now():%H:%M})"
         _log(f"--- {name}: {seconds[name]:.0f} s")
 
     if "train" in parts:
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "total_seconds": sum(seconds.values()) if args.only else total,
         "seconds": seconds,
+        "load_per_part": loads,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}",
         "loadavg_before": load_before,
