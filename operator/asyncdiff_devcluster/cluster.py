@@ -60,7 +60,7 @@ class DevClusterConfig:
 class DevCluster:
     def __init__(self, config: DevClusterConfig) -> None:
         self.config = config
-        self.state_dir = Path(config.state_dir)
+        self.state_dir = Path(config.state_dir).resolve()  # pods run in their own folders: relative paths break
         self.store = Store(history_size=config.history_size)
         self.resources = ResourceRegistry()
         self.api = Api(self.store, self.resources)

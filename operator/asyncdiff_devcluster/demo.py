@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return run(args.workdir, args.timeout)
+    return run(args.workdir.resolve(), args.timeout)
 
 
 if __name__ == "__main__":
