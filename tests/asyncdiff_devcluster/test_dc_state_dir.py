@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from asyncdiff_devcluster.cluster import DevCluster, DevClusterConfig
 
 
