@@ -47,8 +47,8 @@ def unet_config(scale: str) -> dict[str, Any]:
 
 
 def build_components(scale: str, seed: int = 0) -> dict[str, Any]:
-    from asyncdiff.testing.tiny_pipelines import _clip_tokenizer
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from asyncdiff.testing.tiny_pipelines import _clip_tokenizer, sd_ddim_scheduler
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cross = SCALES[scale]["cross_attention_dim"]
@@ -78,14 +78,7 @@ def build_components(scale: str, seed: int = 0) -> dict[str, Any]:
                 pad_token_id=1,
             )
         ).eval()
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_ddim_scheduler()
     return {
         "unet": unet,
         "vae": vae,

@@ -223,18 +223,23 @@ def _unet(seed: int, config: dict[str, Any]) -> Any:
 # Families: each returns the keyword arguments of its pipeline class's constructor.
 
 
-def _sd(layout: str, seed: int, linear_projection: bool) -> dict[str, Any]:
+def sd_ddim_scheduler(prediction_type: str = "epsilon") -> Any:
+    """The Stable Diffusion DDIM schedule (scaled-linear betas), shared with the benchmark models."""
     from diffusers import DDIMScheduler
 
-    scheduler = DDIMScheduler(
+    return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
-        prediction_type="v_prediction" if linear_projection else "epsilon",
+        prediction_type=prediction_type,
     )
+
+
+def _sd(layout: str, seed: int, linear_projection: bool) -> dict[str, Any]:
+    scheduler = sd_ddim_scheduler("v_prediction" if linear_projection else "epsilon")
     return {
         "unet": _unet(seed, _sd_unet_config(layout, linear_projection)),
         "vae": _vae(seed),
