@@ -187,8 +187,9 @@ def label_embedding() -> torch.Tensor:
 
 def build_pipeline() -> Any:
     """A real ``StableDiffusionPipeline`` around the trained UNet (see the module docstring for the wiring)."""
+    from asyncdiff.testing.tiny_pipelines import tiny_clip_text_config
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     unet = UNet2DConditionModel.from_pretrained(str(UNET_DIR)).eval()
     with torch.random.fork_rng(devices=[]):
@@ -203,16 +204,7 @@ def build_pipeline() -> Any:
             norm_num_groups=4,
             sample_size=SIDE,
         ).eval()  # one block: vae_scale_factor 1, never run (output_type="latent")
-        text_config = CLIPTextConfig(
-            hidden_size=EMBED_DIM,
-            intermediate_size=64,
-            num_attention_heads=4,
-            num_hidden_layers=1,
-            vocab_size=1000,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
+        text_config = tiny_clip_text_config(EMBED_DIM, num_hidden_layers=1)
         text_encoder = CLIPTextModel(text_config).eval()  # never run: the call passes prompt_embeds
     from asyncdiff.testing.tiny_pipelines import _clip_tokenizer
 

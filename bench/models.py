@@ -47,9 +47,9 @@ def unet_config(scale: str) -> dict[str, Any]:
 
 
 def build_components(scale: str, seed: int = 0) -> dict[str, Any]:
-    from asyncdiff.testing.tiny_pipelines import _clip_tokenizer, sd_ddim_scheduler
+    from asyncdiff.testing.tiny_pipelines import _clip_tokenizer, sd_ddim_scheduler, tiny_clip_text_config
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     cross = SCALES[scale]["cross_attention_dim"]
     with torch.random.fork_rng(devices=[]):
@@ -66,18 +66,7 @@ def build_components(scale: str, seed: int = 0) -> dict[str, Any]:
             norm_num_groups=8,
             sample_size=SIZE,
         ).eval()
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                hidden_size=cross,
-                intermediate_size=2 * cross,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                vocab_size=1000,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-            )
-        ).eval()
+        text_encoder = CLIPTextModel(tiny_clip_text_config(cross, intermediate_size=2 * cross)).eval()
     scheduler = sd_ddim_scheduler()
     return {
         "unet": unet,

@@ -103,21 +103,30 @@ def _t5_tokenizer() -> Any:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=256)
 
 
-def _clip_text_encoder(seed: int, with_projection: bool) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+def tiny_clip_text_config(
+    hidden_size: int, *, intermediate_size: int = 64, num_hidden_layers: int = 2, **extra: Any
+) -> Any:
+    """A small CLIP text config whose vocabulary and special-token ids match :func:`_clip_tokenizer`'s; shared with
+    the benchmark models so the two never drift apart."""
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
-        hidden_size=TEXT_DIM,
-        intermediate_size=64,
+    return CLIPTextConfig(
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_attention_heads=4,
-        num_hidden_layers=2,
+        num_hidden_layers=num_hidden_layers,
         vocab_size=1000,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
-        projection_dim=TEXT_DIM,
-        hidden_act="gelu",
+        **extra,
     )
+
+
+def _clip_text_encoder(seed: int, with_projection: bool) -> Any:
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    config = tiny_clip_text_config(TEXT_DIM, projection_dim=TEXT_DIM, hidden_act="gelu")
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     return _seeded(seed, lambda: cls(config).eval())
 
