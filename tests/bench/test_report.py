@@ -32,6 +32,26 @@ def _rank(rank: int) -> dict[str, Any]:
     }
 
 
+def _steps(async_step: float) -> dict[str, float]:
+    return {
+        "seq_first_step_s": 0.8,
+        "seq_steady_step_s": 0.8,
+        "async_first_step_s": 0.82,
+        "async_steady_step_s": async_step,
+        "steady_efficiency": 0.8 / (2 * async_step),
+    }
+
+
+def _variant(label: str, speedup: float) -> dict[str, Any]:
+    return {
+        "label": label,
+        "median_async_s": 19.0 / speedup,
+        "median_speedup_vs_1thread": speedup,
+        "median_speedup_vs_2threads": 13.0 * speedup / 19.0,
+        "steps": _steps(0.41),
+    }
+
+
 def speed() -> dict[str, Any]:
     prof = {
         "seconds": 10.0,
@@ -47,6 +67,9 @@ def speed() -> dict[str, Any]:
         "scale": "M",
         "steps": 20,
         "repetitions": 2,
+        "pinned_cores": [[0], [1]],
+        "n2s1_measured_split": {**_variant("measured split", 1.88), "components": [["conv_in"], ["conv_out"]]},
+        "n2s1_unpinned": _variant("not pinned", 1.84),
         "n2s1": {
             "label": "N=2 S=1 W=1, 2 ranks on 2 cores (honest)",
             "median_seq_1thread_s": 19.0,
@@ -55,6 +78,7 @@ def speed() -> dict[str, Any]:
             "median_speedup_vs_1thread": 1.9,
             "median_speedup_vs_2threads": 1.3,
             "speedup_vs_1thread": [1.9, 1.9],
+            "steps": _steps(0.405),
             "profile": [prof, {**prof, "own_component": 1}],
             "sequential_profile": {"seconds": 19.0, "denoiser_s": 18.0, "component_s": [8.5, 9.0]},
             "bandwidth": {"bytes_per_s": 2e9},
@@ -67,6 +91,7 @@ def speed() -> dict[str, Any]:
                 "model_n": 3,
                 "stride": 1,
                 "world": 3,
+                "steps": 10,
                 "async_s": 12.0,
                 "seq_1thread_s": 19.0,
                 "speedup_vs_1thread": 1.58,
@@ -123,10 +148,33 @@ def test_render_writes_summary_and_plots(tmp_path: Path) -> None:
     (tmp_path / "run_all.json").write_text(json.dumps({"mode": "quick", "seconds": {"speed": 1.0}}))
     grids = {"sequential": np.zeros((4, 16, 16)), "N2 S1 W1": np.ones((4, 16, 16))}
     summary = render(tmp_path, grids).read_text()
-    assert "1.90x" in summary and "not met" not in summary
+    assert "1.90x" in summary and "**met** with the default (preset) split" in summary
+    assert "pinned to its own core ([[0], [1]])" in summary
+    assert "| N=2 S=1, preset split, pinned | 0.820 | 0.405 | 0.400 | 98.8% |" in summary
+    assert "not pinned | 10.33 | 1.84x" in summary
     assert "inf (exact)" in summary
     assert "oversubscribed" in summary
     assert "Operator scale: no results yet" in summary
     assert "**Not run**" in summary  # no GPU results
     for png in ("speed.png", "time_breakdown.png", "fidelity_tradeoff.png", "samples.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("preset", "measured", "verdict"),
+    [
+        (1.86, 1.80, "**met** with the default (preset) split"),
+        (1.84, 1.86, "**met only with the measured split**, not with the default preset split"),
+        (1.84, 1.83, "**not met**"),
+    ],
+)
+def test_speed_target_verdict_names_the_split_that_met_it(
+    tmp_path: Path, preset: float, measured: float, verdict: str
+) -> None:
+    data = speed()
+    data["n2s1"]["median_speedup_vs_1thread"] = preset
+    data["n2s1_measured_split"]["median_speedup_vs_1thread"] = measured
+    (tmp_path / "speed.json").write_text(json.dumps(data))
+    (tmp_path / "run_all.json").write_text(json.dumps({"mode": "quick", "seconds": {"speed": 1.0}}))
+    summary = render(tmp_path, {}).read_text()
+    assert f"(limit 2.0x): {verdict}." in summary

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import digits
-from bench.procs import BenchError, Group
+from bench.procs import BenchError, Group, pinned_cores
 
 
 @pytest.mark.skipif(not digits.trained(), reason="bench/assets/ has no trained digits model")
@@ -62,9 +62,35 @@ class _Echo:
     def fail(self, _: Any) -> None:
         raise ValueError("boom")
 
+    def cpus(self, _: Any) -> list[int]:
+        import os
+
+        return sorted(os.sched_getaffinity(0))
+
 
 def test_group_runs_commands_on_every_rank_and_reports_failures() -> None:
     with Group(_Echo, 2, (3,), start_timeout_s=120) as g:
         assert g.call("times", 5, timeout_s=60) == [(0, 15), (1, 15)]
         with pytest.raises(BenchError, match="boom"):
             g.call("fail", timeout_s=60)
+
+
+def test_pinned_cores_gives_each_rank_its_own_core_or_none_when_oversubscribed() -> None:
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    one = pinned_cores(1)
+    assert one == [{cores[0]}]
+    assert pinned_cores(len(cores) + 1) is None
+    full = pinned_cores(len(cores))
+    assert full is not None and sorted(c for s in full for c in s) == cores  # distinct cores, one each
+
+
+def test_group_pins_each_rank_to_its_cpus() -> None:
+    import os
+
+    core = min(os.sched_getaffinity(0))
+    with Group(_Echo, 2, (1,), start_timeout_s=120, cpus=[{core}, {core}]) as g:
+        assert g.call("cpus", None, timeout_s=60) == [[core], [core]]
+    with pytest.raises(ValueError, match="one per rank"):
+        Group(_Echo, 2, (1,), cpus=[{core}])
