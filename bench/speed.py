@@ -4,6 +4,11 @@ Why this design:
 - **Honest pairing.** Two cores here, so N=2 S=1 on 2 gloo ranks (one thread each) is the honest configuration;
   it is compared with the sequential pipeline on one thread *and* on two threads (the same two cores used by
   intra-op parallelism). N=3, N=4 and S=2 need more ranks than cores: they run, but are labelled oversubscribed.
+- **Pinned, like for like.** Each rank runs on its own core and the 1-thread sequential baseline on one core
+  (``procs.pinned_cores``): left to the scheduler, two ranks now and then share a core for a moment, and every
+  AsyncDiff step waits for the slower rank. One unpinned N=2 row shows what pinning is worth.
+- **The paper's 50 steps.** The W=1 warm-up step costs a full sequential step, so the bound is 1.96x at 50 steps
+  (1.90x at 20); per-step times separate that step from the steady ones, whose efficiency is step-count free.
 - **Alternating runs, median ratio.** Other jobs share the machine, so sequential and AsyncDiff generations
   alternate (seq 1 thread, async, seq 2 threads, repeat) in long-lived processes, and each ratio is taken within
   one repetition; the medians are reported.
