@@ -531,11 +531,8 @@ def render(results: Path, grids: dict[str, np.ndarray] | None = None) -> Path:
     if fid:
         measured = None
         if speed:
-            measured = {
-                f"measured N2S1 {speed['n2s1']['median_speedup_vs_1thread']:.2f}x": speed["n2s1"][
-                    "median_speedup_vs_1thread"
-                ]
-            }
+            x = speed["n2s1"]["median_speedup_vs_1thread"]
+            measured = {f"measured N2S1 {x:.2f}x ({speed['scale']} model, {speed['steps']} steps)": x}
         plot_fidelity(fid, results / "fidelity_tradeoff.png", measured)
     if grids:
         plot_samples(grids, results / "samples.png")
