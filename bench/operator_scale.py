@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from asyncdiff_worker.launch import free_port
 
 from bench.metrics import percentile
-from bench.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO / "crds" / "asyncdiff.io_asyncdiffjobs.yaml"

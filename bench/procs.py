@@ -13,18 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import queue as queue_mod
-import socket
 import time
 import traceback
 from typing import Any
 
 import torch.multiprocessing as mp
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from asyncdiff_worker.launch import free_port
 
 
 class BenchError(RuntimeError):

@@ -32,10 +32,23 @@ from bench.metrics import median_ratio
 from bench.procs import Group, pinned_cores, reset_peak_rss, rss_bytes
 
 
+def _timed_generation(pipe: Any, components: list[list[str]], steps: int) -> tuple[float, list[float], float]:
+    """One generation under forward hooks: (seconds, seconds per component (lists of module paths), seconds in the
+    whole denoiser). The hooks are removed afterwards."""
+    from bench.models import call_kwargs
+
+    spent, handles, total = _component_hooks(pipe, components)
+    start = time.perf_counter()
+    try:
+        pipe(**call_kwargs(steps))
+    finally:
+        for h in handles:
+            h.remove()
+    return time.perf_counter() - start, [spent[c] for c in range(len(components))], total["denoiser"]
+
+
 def _component_hooks(pipe: Any, components: list[list[str]]) -> tuple[dict[int, float], list[Any], dict[str, float]]:
     """Forward hooks summing seconds per component (by module path) and for the whole denoiser."""
-    import time as _t
-
     spent: dict[int, float] = {c: 0.0 for c in range(len(components))}
     total = {"denoiser": 0.0}
     handles: list[Any] = []
@@ -43,13 +56,13 @@ def _component_hooks(pipe: Any, components: list[list[str]]) -> tuple[dict[int, 
 
     def pre(key: int) -> Any:
         def hook(*_: Any, **__: Any) -> None:
-            starts[key] = _t.perf_counter()
+            starts[key] = time.perf_counter()
 
         return hook
 
     def post(key: int, comp: int | None) -> Any:
         def hook(*_: Any, **__: Any) -> None:
-            dt = _t.perf_counter() - starts.pop(key)
+            dt = time.perf_counter() - starts.pop(key)
             if comp is None:
                 total["denoiser"] += dt
             else:
@@ -114,35 +127,19 @@ class Sequential(_StepClock):
     def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        from bench.models import call_kwargs
-
         torch.set_num_threads(1)
-        spent, handles, total = _component_hooks(self.pipe, payload["components"])
-        start = time.perf_counter()
-        try:
-            self.pipe(**call_kwargs(int(payload["steps"])))
-        finally:
-            for h in handles:
-                h.remove()
-        seconds = time.perf_counter() - start
-        return {"seconds": seconds, "denoiser_s": total["denoiser"], "component_s": [spent[c] for c in sorted(spent)]}
+        seconds, spent, denoiser = _timed_generation(self.pipe, payload["components"], int(payload["steps"]))
+        return {"seconds": seconds, "denoiser_s": denoiser, "component_s": spent}
 
     def unit_costs(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Measured seconds of every atomic unit (execution order) over a short 1-thread generation."""
         import torch
         from asyncdiff.units import unit_layout
 
-        from bench.models import call_kwargs
-
         torch.set_num_threads(1)
         order = list(unit_layout(self.pipe.unet).atomic)
-        spent, handles, _ = _component_hooks(self.pipe, [[u] for u in order])
-        try:
-            self.pipe(**call_kwargs(int(payload["steps"])))
-        finally:
-            for h in handles:
-                h.remove()
-        return {"order": order, "seconds": [spent[i] for i in range(len(order))]}
+        _, spent, _ = _timed_generation(self.pipe, [[u] for u in order], int(payload["steps"]))
+        return {"order": order, "seconds": spent}
 
 
 def measured_split(costs: dict[str, Any], model_n: int) -> list[list[str]]:
@@ -181,39 +178,32 @@ class Async(_StepClock):
         start = time.perf_counter()
         self.pipe(**call_kwargs(int(payload["steps"])))
         end = time.perf_counter()
-        after = self.ad.exchange.wait_seconds
         return {
             "seconds": end - start,
             **rss_bytes(),
             **self._steps_since(first, end),
-            "wait_s": {k: after[k] - waits.get(k, 0.0) for k in after},
+            "wait_s": self._waits_since(waits),
             "stats": self.ad.stats(),
         }
 
     def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from bench.models import call_kwargs
-
         assert self.ad.plan is not None
-        spent, handles, total = _component_hooks(self.pipe, self.ad.plan.components)
         waits = dict(self.ad.exchange.wait_seconds)
-        start = time.perf_counter()
-        try:
-            self.pipe(**call_kwargs(int(payload["steps"])))
-        finally:
-            for h in handles:
-                h.remove()
-        seconds = time.perf_counter() - start
-        after = self.ad.exchange.wait_seconds
+        seconds, spent, denoiser = _timed_generation(self.pipe, self.ad.plan.components, int(payload["steps"]))
         own = self.ad.roles.resident_component
         return {
             "seconds": seconds,
-            "denoiser_s": total["denoiser"],
+            "denoiser_s": denoiser,
             "own_component": own,
             "compute_s": spent[own],
-            "stand_in_s": sum(v for c, v in spent.items() if c != own),
-            "wait_s": {k: after[k] - waits.get(k, 0.0) for k in after},
+            "stand_in_s": sum(v for c, v in enumerate(spent) if c != own),
+            "wait_s": self._waits_since(waits),
             "bytes_sent": self.ad.stats()["bytes_sent_last_generation"],
         }
+
+    def _waits_since(self, before: dict[str, float]) -> dict[str, float]:
+        after = self.ad.exchange.wait_seconds
+        return {k: after[k] - before.get(k, 0.0) for k in after}
 
     def bandwidth(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Point-to-point gloo bandwidth rank 0 -> rank 1 (median of a few transfers of ``mbytes``)."""
@@ -356,7 +346,6 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
                 f"{result['n2s1_measured_split']['median_speedup_vs_1thread']:.2f}x; unpinned "
                 f"{result['n2s1_unpinned']['median_speedup_vs_1thread']:.2f}x"
             )
-        seq2.close()
         others = [(3, 1), (4, 1), (2, 2)]
         result["oversubscribed"] = []
         reference = seq.call("generate", {"steps": other_steps, "threads": 1})[0]["seconds"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.multiprocessing as mp
+from asyncdiff_worker.launch import free_port
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,6 @@ class RankResult:
     error: str = ""
     array: Any = None
     """The output itself (rank 0 only; the tiny outputs are small)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _output_array(result: Any) -> Any:

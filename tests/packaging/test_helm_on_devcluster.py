@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from asyncdiff_devcluster.kubelet.networking import free_port
 from asyncdiff_devcluster.testing import running_dev_cluster, wait_for
 
 from tests.packaging.helm_chart import RELEASE, RELEASE_NAMESPACE, render, render_files
@@ -34,12 +34,6 @@ from tests.packaging.helm_chart import RELEASE, RELEASE_NAMESPACE, render, rende
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 JOBS_NAMESPACE = "jobs"
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tiny_job(model: Path, out: Path) -> dict[str, Any]:

@@ -53,6 +53,15 @@ class Controller:
     def on_event(self, event_type: str, key: StorageKey, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         raise NotImplementedError
 
+    def delete_pod(self, pod: dict[str, Any]) -> None:
+        """Delete a pod this controller owns; one already gone is fine."""
+        meta = pod["metadata"]
+        try:
+            self.api.delete(self.api.rt("v1", "pods"), meta.get("namespace", ""), meta["name"])
+        except ApiError as exc:
+            if exc.code != 404:
+                raise
+
     def reconcile(self, item: Hashable) -> float | None:
         """Handle one key; return a delay to requeue it after, or None."""
         raise NotImplementedError

@@ -26,9 +26,8 @@ from typing import Any
 
 from ..apiserver.api import now_rfc3339
 from ..apiserver.store import StorageKey
-from ..errors import ApiError
 from .base import Controller
-from .scheduler import is_terminal
+from .scheduler import is_ready, is_terminal
 
 DEPLOYMENTS: StorageKey = ("apps", "deployments")
 PODS: StorageKey = ("", "pods")
@@ -40,11 +39,6 @@ def template_hash(deployment: dict[str, Any]) -> str:
     template = (deployment.get("spec") or {}).get("template") or {}
     digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
     return digest[:10]
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _condition(ctype: str, value: bool, reason: str, message: str, old: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,14 +94,14 @@ class DeploymentController(Controller):
         for pod in live:
             labels = pod["metadata"].get("labels") or {}
             if is_terminal(pod) or labels.get(HASH_LABEL) != current_hash:
-                self._delete_pod(pod)
+                self.delete_pod(pod)
         current = [
             p
             for p in live
             if not is_terminal(p) and (p["metadata"].get("labels") or {}).get(HASH_LABEL) == current_hash
         ]
         for pod in current[want:]:
-            self._delete_pod(pod)
+            self.delete_pod(pod)
         current = current[:want]
         old_left = any(
             (p["metadata"].get("labels") or {}).get(HASH_LABEL) != current_hash for p in pods
@@ -150,16 +144,8 @@ class DeploymentController(Controller):
         )
         return dict(pod)
 
-    def _delete_pod(self, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        try:
-            self.api.delete(self.api.rt("v1", "pods"), meta.get("namespace", ""), meta["name"])
-        except ApiError as exc:
-            if exc.code != 404:
-                raise
-
     def _write_status(self, deployment: dict[str, Any], want: int, current: list[dict[str, Any]], total: int) -> None:
-        ready = sum(1 for p in current if _ready(p))
+        ready = sum(1 for p in current if is_ready(p))
         old = list((deployment.get("status") or {}).get("conditions") or [])
         available = ready >= want
         status: dict[str, Any] = {

@@ -15,17 +15,11 @@ from ..apiserver.selectors import match_map_selector
 from ..apiserver.store import StorageKey
 from ..errors import ApiError
 from .base import Controller
+from .scheduler import is_ready
 
 PODS: StorageKey = ("", "pods")
 SERVICES: StorageKey = ("", "services")
 ENDPOINTS: StorageKey = ("", "endpoints")
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
 
 
 def _target_port(port: dict[str, Any], pods: list[dict[str, Any]]) -> Any:
@@ -94,7 +88,7 @@ class EndpointsController(Controller):
             }
             if pspec.get("hostname") and pspec.get("subdomain") == name:
                 addr["hostname"] = pspec["hostname"]
-            (ready if (_ready(pod) or spec.get("publishNotReadyAddresses")) else not_ready).append(addr)
+            (ready if (is_ready(pod) or spec.get("publishNotReadyAddresses")) else not_ready).append(addr)
         ports = []
         for port in spec.get("ports") or []:
             entry = {"port": _target_port(port, pods), "protocol": port.get("protocol", "TCP")}

@@ -307,7 +307,7 @@ class JobController(Controller):
         succeeding = _cond_true(status, "SuccessCriteriaMet")
         if failing or succeeding or finished:
             for pod in active:
-                self._delete_pod(pod)
+                self.delete_pod(pod)
             if not finished and not active and not terminating:
                 if failing:
                     target = next(c for c in status["conditions"] if c.get("type") == "FailureTarget")
@@ -326,7 +326,7 @@ class JobController(Controller):
             active, creating = [], False
         elif spec.get("suspend"):
             for pod in active:
-                self._delete_pod(pod)
+                self.delete_pod(pod)
             active = []
             if set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended"):
                 status.pop("startTime", None)
@@ -430,14 +430,6 @@ class JobController(Controller):
             if exc.code != 404:
                 raise
         return None
-
-    def _delete_pod(self, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        try:
-            self.api.delete(self.api.rt("v1", "pods"), meta.get("namespace", ""), meta["name"])
-        except ApiError as exc:
-            if exc.code != 404:
-                raise
 
     def _create_pod(self, job: dict[str, Any], index: int | None) -> dict[str, Any]:
         meta = job["metadata"]

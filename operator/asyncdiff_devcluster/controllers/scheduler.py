@@ -43,6 +43,12 @@ def is_terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
+def is_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True (what Deployments count and Endpoints publish)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def set_condition(status: dict[str, Any], ctype: str, value: str, reason: str = "", message: str = "") -> bool:
     """Set a pod/job condition; returns True when something changed."""
     conditions = status.setdefault("conditions", [])

@@ -186,25 +186,16 @@ class Kubelet:
         if worker is not None:
             worker.observe(pod)
             return
-        phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp"):
+            # Nothing runs for it here: finish the deletion (a finished pod only once its finalizers are gone).
+            phase = (pod.get("status") or {}).get("phase")
+            if phase not in ("Succeeded", "Failed") or not meta.get("finalizers"):
                 with contextlib.suppress(ApiError):
                     self.api.delete(
-                        self.api.rt("v1", "pods"),
-                        meta.get("namespace", ""),
-                        meta["name"],
-                        {"gracePeriodSeconds": 0},
+                        self.api.rt("v1", "pods"), meta.get("namespace", ""), meta["name"], {"gracePeriodSeconds": 0}
                     )
             return
-        if meta.get("deletionTimestamp"):
-            with contextlib.suppress(ApiError):
-                self.api.delete(
-                    self.api.rt("v1", "pods"),
-                    meta.get("namespace", ""),
-                    meta["name"],
-                    {"gracePeriodSeconds": 0},
-                )
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return
         worker = PodWorker(self, pod)
         worker.gpu_ids = self._take_gpus(uid, pod)
