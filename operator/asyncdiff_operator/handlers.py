@@ -39,7 +39,7 @@ INTERVAL = SETTINGS.reconcile_interval
 def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> None:
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
-        kube.ensure_service(namespace, render_service(body))
+        kube.create_if_absent("Service", namespace, render_service(body))
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
     if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)) and attempt == 1:
         created = parse_iso(body["metadata"].get("creationTimestamp"))

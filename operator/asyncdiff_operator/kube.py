@@ -42,10 +42,13 @@ def batch() -> Any:
 
 
 def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
-    """Create a ConfigMap or Job; False when it already exists (409: an earlier reconcile or operator made it)."""
+    """Create a ConfigMap, Job or (headless) Service; False when it already exists (409: an earlier reconcile or
+    operator made it)."""
     try:
         if kind == "ConfigMap":
             core().create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
+        elif kind == "Service":
+            core().create_namespaced_service(namespace, body, _request_timeout=TIMEOUT)
         else:
             batch().create_namespaced_job(namespace, body, _request_timeout=TIMEOUT)
     except ApiException as exc:
@@ -179,17 +182,6 @@ def delete_children(namespace: str, cr_name: str, attempt: int) -> bool:
         if exc.status != 404:
             raise
     return not gone
-
-
-def ensure_service(namespace: str, body: dict[str, Any]) -> bool:
-    """Create the headless Service of a multi-node job; False when it exists."""
-    try:
-        core().create_namespaced_service(namespace, body, _request_timeout=TIMEOUT)
-    except ApiException as exc:
-        if exc.status == 409:
-            return False
-        raise
-    return True
 
 
 def delete_cr(namespace: str, name: str) -> None:

@@ -9,7 +9,7 @@
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "delete", "get"]
-# kube.ensure_service: the headless Service of a multi-node job
+# kube.create_if_absent: the headless Service of a multi-node job
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create"]
