@@ -29,8 +29,9 @@ def pinned_cores(world: int) -> list[set[int]] | None:
     """One core per rank (rank r on core r) when the group fits on this machine's cores, else None (unpinned).
 
     Why: two single-thread ranks left to the scheduler migrate between the cores and land on the same one now and
-    then; every AsyncDiff step waits for the slower rank, so such hiccups add up (measured here: 2-5% of a 50-step
-    generation). Oversubscribed groups stay unpinned: the scheduler shares cores better than a fixed map would.
+    then; every AsyncDiff step waits for the slower rank, so such hiccups add up (measured here: 0.3-4.5% of a
+    generation, side by side). Oversubscribed groups stay unpinned: the scheduler shares cores better than a fixed
+    map would.
     """
     cores = sorted(os.sched_getaffinity(0))
     return [{cores[r]} for r in range(world)] if world <= len(cores) else None
@@ -100,7 +101,6 @@ class Group:
             raise ValueError(f"cpus: {len(cpus)} affinity sets for {world} ranks; give one per rank")
         ctx = mp.get_context("spawn")
         self.world = world
-        self.cpus = cpus
         self._out = ctx.Queue()
         self._cmds = [ctx.Queue() for _ in range(world)]
         port = free_port()

@@ -96,8 +96,9 @@ class _StepClock:
         self._marks: list[float] = []
         self.pipe.unet.register_forward_pre_hook(lambda *_: self._marks.append(time.perf_counter()))
 
-    def _steps_since(self, first: int, end: float) -> dict[str, Any]:
-        marks = [*self._marks[first:], end]
+    def _steps_until(self, end: float) -> dict[str, Any]:
+        """Step times of the generation that began after the last ``self._marks.clear()`` and ended at ``end``."""
+        marks = [*self._marks, end]
         step_s = [b - a for a, b in itertools.pairwise(marks)]  # the last one also holds the final scheduler step
         return {"step_s": step_s, "first_step_s": step_s[0], "steady_step_s": _median(step_s[1:-1] or step_s)}
 
@@ -118,11 +119,11 @@ class Sequential(_StepClock):
 
         torch.set_num_threads(int(payload.get("threads", 1)))
         reset_peak_rss()
-        first = len(self._marks)
+        self._marks.clear()
         start = time.perf_counter()
         self.pipe(**call_kwargs(int(payload["steps"])))
         end = time.perf_counter()
-        return {"seconds": end - start, **rss_bytes(), **self._steps_since(first, end)}
+        return {"seconds": end - start, **rss_bytes(), **self._steps_until(end)}
 
     def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
         import torch
@@ -174,14 +175,14 @@ class Async(_StepClock):
 
         reset_peak_rss()
         waits = dict(self.ad.exchange.wait_seconds)
-        first = len(self._marks)
+        self._marks.clear()
         start = time.perf_counter()
         self.pipe(**call_kwargs(int(payload["steps"])))
         end = time.perf_counter()
         return {
             "seconds": end - start,
             **rss_bytes(),
-            **self._steps_since(first, end),
+            **self._steps_until(end),
             "wait_s": self._waits_since(waits),
             "stats": self.ad.stats(),
         }
