@@ -74,6 +74,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("runPolicy", {"numNodes": 3}, "spec.runPolicy.numNodes"),
     ("runPolicy", {"gpusPerNode": 3}, "spec.runPolicy.gpusPerNode"),
     ("runPolicy", {"numNodes": 2, "gpusPerNode": 2}, "spec.runPolicy.gpusPerNode"),
+    ("parallelism", {"modelN": 1, "stride": 2}, "spec.parallelism.stride"),
     ("pod.env", [{"name": "MASTER_ADDR", "value": "x"}], "spec.pod.env[0].name"),
     ("pod.env", [{"name": "PET_NNODES", "value": "2"}], "spec.pod.env[0].name"),
     ("pod.env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"}], "spec.pod.env[0].value"),
@@ -96,6 +97,26 @@ def test_bad_cr_is_rejected_naming_the_field(api: E2E, path: str, value: Any, fi
     causes = [c.get("field") for c in status["details"]["causes"]]
     assert field in causes, status
     assert field in status["message"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"parallelism.cfgParallel": True, "generation.guidanceScale": 1}, "spec.parallelism.cfgParallel"),
+        ({"parallelism.cfgParallel": True, "runPolicy": {"gpusPerNode": 2}}, "spec.runPolicy.gpusPerNode"),
+    ],
+)
+def test_cfg_parallel_rules(api: E2E, changes: dict[str, Any], field: str) -> None:
+    body = base("cfg-bad")
+    for path, value in changes.items():
+        body = set_path(body, path, value)
+    with pytest.raises(ApiException) as info:
+        create(api, body)
+    assert info.value.status == 422, info.value.body
+    assert field in [c.get("field") for c in json.loads(info.value.body)["details"]["causes"]]
+    good = set_path(set_path(base("cfg-good"), "parallelism.cfgParallel", True), "runPolicy", {"gpusPerNode": 4})
+    create(api, good)
+    api.custom.delete_namespaced_custom_object("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "cfg-good")
 
 
 def test_kubectl_apply_shows_the_message(api: E2E) -> None:

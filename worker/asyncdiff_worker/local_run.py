@@ -92,13 +92,8 @@ def run_job(
     try:
         job = validate(job_path)
         spec = job.spec
-        if nproc is not None and nproc != spec.devices:
-            raise SpecError(
-                [
-                    f"--nproc {nproc}: the job needs modelN + stride - 1 = {spec.parallelism.model_n} + "
-                    f"{spec.parallelism.stride} - 1 = {spec.devices} processes"
-                ]
-            )
+        if nproc is not None and nproc != spec.devices_per_group:
+            raise SpecError([f"--nproc {nproc}: the job needs {spec.parallelism.devices_formula()} processes"])
         identity = job_identity(job, job_path, job_name)
         check_before_launch(job, job_path, job_name)
     except WorkerError as exc:
@@ -113,14 +108,15 @@ def run_job(
     layout = JobLayout.for_job(spec.output.uri, identity)
     if not quiet and not json_lines:
         print(
-            f"asyncdiff run: {identity.name}: {spec.model.family}, {spec.devices} processes "
-            f"(modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}) -> {layout.root.uri}",
+            f"asyncdiff run: {identity.name}: {spec.model.family}, {spec.devices_per_group} processes "
+            f"(modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}"
+            f"{', cfgParallel' if spec.parallelism.cfg_parallel else ''}) -> {layout.root.uri}",
             file=stream,
             flush=True,
         )
     display = _Display(stream, json_lines=json_lines, quiet=quiet)
     result = run_torchrun(
-        job_path.resolve(), spec.devices, job_name=identity.name, master_port=free_port(), on_line=display
+        job_path.resolve(), spec.devices_per_group, job_name=identity.name, master_port=free_port(), on_line=display
     )
     display.finish()
     if result.failure is not None:

@@ -186,7 +186,9 @@ def run(ctx: RunContext) -> ResultManifest | None:
         plan_description=plan.describe() if plan is not None else None,
         stats=_jsonable(ad.stats()),
         runtime=Runtime(
-            world_size=spec.devices, device=str(getattr(ad, "device", "cpu")), backend=getattr(ad, "backend", None)
+            world_size=spec.devices_per_group,
+            device=str(getattr(ad, "device", "cpu")),
+            backend=getattr(ad, "backend", None),
         ),
         timings=Timings(
             started_at=_iso(ctx.process_start),
