@@ -115,7 +115,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     _apply(body, spec, decision, logger)
     if not decision.status:
         return
-    decision.status.setdefault("devices", spec.devices)
+    decision.status.setdefault("devices", spec.devices_per_group)
     decision.status["observedGeneration"] = generation
     new_phase = decision.status.get("phase")
     if new_phase and new_phase != phase:
