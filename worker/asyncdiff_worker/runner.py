@@ -20,7 +20,7 @@ from asyncdiff.errors import AsyncDiffError
 from asyncdiff.loading import load_pipeline
 from PIL import Image
 
-from asyncdiff_worker.calls import OutputItem, call_kwargs, is_video, output_format, uses_img2img
+from asyncdiff_worker.calls import OutputItem, batch_call_kwargs, batches, is_video, output_format, uses_img2img
 from asyncdiff_worker.encode import CONTENT_TYPES, encode_image, encode_video
 from asyncdiff_worker.errors import ModelCorrupt, WorkerError
 from asyncdiff_worker.keys import JobIdentity, JobLayout
@@ -113,8 +113,8 @@ def _step_callback_kwargs(pipe: Any, on_step: Any) -> dict[str, Any]:
     return {}
 
 
-def _frames(result: Any) -> list[Image.Image]:
-    frames = result.frames[0]
+def _frames(result: Any, position: int = 0) -> list[Image.Image]:
+    frames = result.frames[position]
     return list(frames)
 
 
@@ -137,6 +137,7 @@ def run(ctx: RunContext) -> ResultManifest | None:
         stride=spec.parallelism.stride,
         warm_up=spec.parallelism.warm_up,
         time_shift=spec.parallelism.time_shift,
+        cfg_parallel=spec.parallelism.cfg_parallel,
     )
     model_seconds = time.time() - ctx.model_start
     fmt = output_format(spec)
@@ -146,16 +147,17 @@ def run(ctx: RunContext) -> ResultManifest | None:
     gen_seconds = 0.0
     reporter.phase("generating")
     try:
-        for item in ctx.prepared.outputs:
-            reporter.begin_output(item.index)
-            kwargs = call_kwargs(spec, item, ctx.prepared.images)
-            generator = torch.Generator("cpu").manual_seed(item.seed)
+        for group in batches(list(ctx.prepared.outputs), spec.generation.batch_size):
+            reporter.begin_output(group[0].index)
+            kwargs = batch_call_kwargs(spec, group, ctx.prepared.images)
+            generators = [torch.Generator("cpu").manual_seed(item.seed) for item in group]
             t0 = time.perf_counter()
-            result = pipe(**kwargs, **hooks, generator=generator)
-            seconds = time.perf_counter() - t0
-            gen_seconds += seconds
+            result = pipe(**kwargs, **hooks, generator=generators[0] if len(group) == 1 else generators)
+            seconds = (time.perf_counter() - t0) / len(group)
+            gen_seconds += seconds * len(group)
             if uploader is not None:
-                _store(ctx, uploader, records, item, result, fmt, video, seconds)
+                for position, item in enumerate(group):
+                    _store(ctx, uploader, records, item, result, fmt, video, seconds, position)
         wait_start = time.perf_counter()
         reporter.phase("uploading")
         if uploader is not None:
@@ -214,16 +216,18 @@ def _store(
     fmt: str,
     video: bool,
     seconds: float,
+    position: int = 0,
 ) -> None:
+    """Encode and upload output ``item``, the ``position``-th of the pipeline call's ``result``."""
     spec = ctx.spec
     frames: int | None = None
     if video:
-        images = _frames(result)
+        images = _frames(result, position)
         data = encode_video(images, fmt, spec.generation.fps, spec.output.quality)
         width, height = images[0].size
         frames = len(images)
     else:
-        image = result.images[0]
+        image = result.images[position]
         data = encode_image(image, fmt, spec.output.quality)
         width, height = image.size
     location = ctx.layout.output(item.index, item.prompt_index, fmt)
