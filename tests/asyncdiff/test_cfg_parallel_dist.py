@@ -3,10 +3,11 @@
 What must hold (issue 11): with ``cfg_parallel`` the output equals the sequential pipeline when nothing is
 asynchronous (model_n 1, or warm_up >= steps) to <= 1e-5, and equals the same AsyncDiff configuration without
 ``cfg_parallel`` in asynchronous mode to <= 1e-4 (only the batch size of each denoiser call changes, so only float
-reordering may differ); every rank ends with the same output; a call with several prompts (or videos) gives what
-the same calls one at a time with the same seeds give. Cases of one world size share one process group (see
-``dist_harness``), and one AsyncDiff object serves both the exact and the asynchronous call of a family
-(``Case.then_warm_up``), so the whole module costs four process-group launches.
+reordering may differ); every rank ends with the same output; a call with several prompts gives what the same
+calls one at a time with the same seeds give (not for svd and the x4 upscaler: their pipelines draw the input
+image's noise from the first generator only, so the worker refuses ``batchSize`` > 1 for them). Cases of one world
+size share one process group (see ``dist_harness``), and one AsyncDiff object serves both the exact and the
+asynchronous call of a family (``Case.then_warm_up``), so the whole module costs five process-group launches.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ STRIDE2_CFG = Case("sd15", "minimal", 2, 2, 1, STEPS + 1, cfg=True)  # world 6 (
 PLAIN_PIPELINE = Case("sd15", "minimal", 1, 1, 1, STEPS)  # world 1: model_n 1 without CFG, the same code path
 BATCHED = [
     Case("sd15", "minimal", 2, 1, 1, STEPS, batch=2),  # AsyncDiff alone, asynchronous
-    *[Case(f, "minimal", 1, 1, 1, STEPS, cfg=True, batch=2) for f in ("sd15", "sdxl-controlnet", "sd3", "svd")],
+    *[Case(f, "minimal", 1, 1, 1, STEPS, cfg=True, batch=2) for f in ("sd15", "sdxl-controlnet", "sd3", "animatediff")],
+    Case("sd15", "minimal", 1, 1, 1, STEPS, img2img=True, cfg=True, batch=2),
     Case("sd15", "minimal", 2, 1, 1, STEPS, cfg=True, batch=2),  # CFG x AsyncDiff, asynchronous
 ]
 ALL = [*PLAIN_CFG, *ASYNC_REFERENCE.values(), *CFG_ASYNC, STRIDE2_REFERENCE, STRIDE2_CFG, PLAIN_PIPELINE, *BATCHED]
