@@ -101,3 +101,17 @@ def test_a_batched_call_equals_one_output_at_a_time(cfg_results, case: Case) -> 
     results = cfg_results(case)
     assert results[0].shape[0] == case.batch
     assert results[0].max_abs_diff <= 1e-5, f"{case.key}: |batched - one at a time| = {results[0].max_abs_diff}"
+
+
+@pytest.mark.slow
+def test_figures_per_family(cfg_results, capsys: pytest.CaptureFixture[str]) -> None:
+    """The measured distances, printed for the record (run with ``-s``); each is asserted by the tests above."""
+    lines = ["family | plain CFG vs sequential | CFG x N2 (W >= steps) vs sequential | CFG x N2 vs N2 alone (async)"]
+    for plain, hybrid in zip(PLAIN_CFG, CFG_ASYNC, strict=True):
+        p, h = cfg_results(plain)[0], cfg_results(hybrid)[0]
+        alone = cfg_results(ASYNC_REFERENCE[plain.family])[0]
+        async_diff = float(np.abs(h.then_array - alone.array).max())
+        lines.append(f"{plain.family} | {p.max_abs_diff:.1e} | {h.max_abs_diff:.1e} | {async_diff:.1e}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert len(lines) == len(FAMILIES) + 1
