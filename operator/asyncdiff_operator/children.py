@@ -32,7 +32,9 @@ import yaml
 from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
+from asyncdiff_operator.layout import effective_spec
 from asyncdiff_operator.settings import OperatorSettings, S3Defaults
+from asyncdiff_operator.shard_job import shard_env, shard_job_fields
 
 SPEC_DIR: Final = "/etc/asyncdiff"
 SPEC_FILE: Final = "job.yaml"
@@ -108,7 +110,9 @@ def render_configmap(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-        "spec": worker_job_spec(spec, settings.s3).model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": worker_job_spec(effective_spec(spec), settings.s3).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        ),
     }
     return {
         "apiVersion": "v1",
@@ -150,6 +154,8 @@ def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, secret: str |
     ]
     if spec.run_policy.num_nodes > 1:
         env.extend(multi_node_env(cr, spec, attempt))
+    else:
+        env.extend(shard_env())
     if secret:
         env.append({"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR})
     for var in spec.pod.env or []:
@@ -266,6 +272,7 @@ def render_job(
     """The batch/v1 Job of one attempt: numNodes pods (Indexed when more than one), restartPolicy Never,
     backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing."""
     meta = cr["metadata"]
+    spec = effective_spec(spec)
     name = child_name(meta["name"], attempt)
     labels = child_labels(cr, attempt)
     pod_labels = {**(spec.pod.labels or {}), **labels}
@@ -282,6 +289,9 @@ def render_job(
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
+    else:  # shards: an Indexed Job retried per index by the Job controller (shard_job.py)
+        del job_spec["backoffLimit"]
+        job_spec.update(shard_job_fields(cr, spec))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -24,7 +24,7 @@ from asyncdiff_worker.spec import ParallelismSpec
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 
-_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+_PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{GROUP}_{PLURAL}.yaml"
 _KEEP = frozenset(
     {
@@ -128,9 +128,45 @@ def _same(field: str) -> str:
     return f"(has({new}) ? has({old}) && {new} == {old} : !has({old}))"
 
 
-def _policy_value(side: str, field: str, default: Any) -> str:
-    value = f"{side}.spec.runPolicy.{field}"
-    return f"(has({side}.spec.runPolicy) && has({value}) ? {value} : {default})"
+def _policy_value(side: str, field: str, default: Any, parent: str = "runPolicy") -> str:
+    value = f"{side}.spec.{parent}.{field}"
+    return f"(has({side}.spec.{parent}) && has({value}) ? {value} : {default})"
+
+
+MUTABLE_PARALLELISM = frozenset({"replicas"})
+"""``spec.parallelism`` fields that may change while the job runs: the child Job's parallelism follows them."""
+
+
+def _parallelism_parts() -> list[str]:
+    """Every parallelism field except the mutable ones, compared by effective value (defaults filled in)."""
+    parts = []
+    for name, info in ParallelismSpec.model_fields.items():
+        alias = info.alias or name
+        if alias in MUTABLE_PARALLELISM:
+            continue
+        if info.default is None or info.default.__class__ not in (int, bool, str):
+            parts.append(_same_nested("parallelism", alias))
+            continue
+        default = _cel_literal(info.default)
+        parts.append(
+            f"{_policy_value('self', alias, default, 'parallelism')} == "
+            f"{_policy_value('oldSelf', alias, default, 'parallelism')}"
+        )
+    return parts
+
+
+def _same_nested(parent: str, field: str) -> str:
+    new, old = f"self.spec.{parent}", f"oldSelf.spec.{parent}"
+    has_new, has_old = f"(has({new}) && has({new}.{field}))", f"(has({old}) && has({old}.{field}))"
+    return f"({has_new} ? {has_old} && {new}.{field} == {old}.{field} : !{has_old})"
+
+
+def _cel_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return str(value)
 
 
 def immutability_rule() -> dict[str, str]:
@@ -140,7 +176,9 @@ def immutability_rule() -> dict[str, str]:
     parts = []
     for name, info in AsyncDiffJobSpec.model_fields.items():
         alias = info.alias or name
-        if alias != "runPolicy":
+        if alias == "parallelism":
+            parts.extend(_parallelism_parts())
+        elif alias != "runPolicy":
             parts.append(_same(alias))
     for name, info in RunPolicy.model_fields.items():
         alias = info.alias or name
@@ -152,7 +190,8 @@ def immutability_rule() -> dict[str, str]:
     return {
         "rule": f"!({started}) || ({' && '.join(parts)})",
         "fieldPath": ".spec",
-        "message": "spec is immutable once the job has started (status.attempts > 0), except spec.runPolicy.suspend",
+        "message": "spec is immutable once the job has started (status.attempts > 0), except "
+        "spec.runPolicy.suspend and spec.parallelism.replicas",
     }
 
 
@@ -200,6 +239,42 @@ def status_schema() -> dict[str, Any]:
             "steps": _int("Steps per output."),
             "summary": _str("done/total, for the Progress column."),
             "lastProgressTs": {"type": "number", "description": "Unix time of the worker's last real progress."},
+            "inFlight": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "Sharded jobs: outputs done in each running shard at its last sample (shard -> count).",
+            },
+            "outputsPerMinute": {"type": "number", "description": "Recent rate (outputs per minute)."},
+            "etaSeconds": _int("Estimated seconds to the last output."),
+            "eta": _str("The estimate, for the ETA column (45s, 3m10s, 2h05m; - when unknown)."),
+            "rateAnchorTs": {"type": "number", "description": "Start of the rate window (Unix time)."},
+            "rateAnchorDone": _int("Outputs done at the start of the rate window."),
+        },
+    )
+    layout = _obj(
+        "What runs: groups of devices over shards (single-node jobs).",
+        {
+            "modelN": _int("Denoiser stages per group."),
+            "stride": _int("Stride."),
+            "replicas": _int("Groups asked for (spec.parallelism.replicas or the planner's)."),
+            "groups": _int("Groups run at once: replicas clamped to the shards (the child Job's parallelism)."),
+            "devicesPerGroup": _int("Processes (GPUs) per group: modelN + stride - 1."),
+            "devicesTotal": _int("groups x devicesPerGroup."),
+            "shards": _int("Shards (the child Job's completions)."),
+            "shardSize": _int("Outputs per shard (the last may hold fewer)."),
+            "summary": _str("groups x devicesPerGroup, for the Layout column."),
+            "reason": _str("Why the planner chose this layout (spec.parallelism.devices and goal)."),
+            "note": _str("Adjustments, e.g. replicas clamped to the number of shards."),
+        },
+    )
+    shards = _obj(
+        "Shards of a single-node job, from its child Job's status.",
+        {
+            "total": _int("Shards."),
+            "completed": _int("Shards finished."),
+            "failed": _int("Shards that used up their retries."),
+            "active": _int("Pods running now."),
+            "completedIndexes": _str("The finished shards, as the Job lists them (0-3,5)."),
         },
     )
     failure = _obj(
@@ -214,13 +289,17 @@ def status_schema() -> dict[str, Any]:
     return _obj(
         "Written by the operator.",
         {
-            "phase": _str("Pending, Running, Suspended, Succeeded or Failed.", enum=list(_PHASES)),
+            "phase": _str("Pending, Queued, Running, Suspended, Succeeded or Failed.", enum=list(_PHASES)),
             "conditions": {"type": "array", "items": condition, "description": "metav1.Conditions."},
             "observedGeneration": _int("The generation the operator last acted on."),
             "attempts": _int("Attempts created (each is one child Job)."),
             "failedAttempts": _int("Failed attempts counted against backoffLimit (disruptions are not)."),
             "child": _str("The current attempt's Job and ConfigMap name."),
-            "devices": _int("Worker processes of the job (modelN + stride - 1)."),
+            "devices": _int("Worker processes of the job in total (groups x (modelN + stride - 1))."),
+            "layout": layout,
+            "shards": shards,
+            "failedPods": _int("Pod failures the child Job counted (each retried its shard alone)."),
+            "stalls": _int("Stalled pods deleted (counted against backoffLimit)."),
             "progress": progress,
             "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Output URIs."},
             "manifest": _str("URI of the result manifest (written last: the commit marker)."),
@@ -237,7 +316,9 @@ def build_crd() -> dict[str, Any]:
     columns = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+        {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta"},
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.family"},
+        {"name": "Layout", "type": "string", "jsonPath": ".status.layout.summary", "description": "groups x devices"},
         {"name": "Devices", "type": "integer", "jsonPath": ".status.devices"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]

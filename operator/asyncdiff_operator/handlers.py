@@ -23,6 +23,8 @@ from pydantic import ValidationError
 from asyncdiff_operator import kube, metrics, reasons, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
 from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
+from asyncdiff_operator.shard_kube import forget as forget_sampling
+from asyncdiff_operator.shard_reconcile import reconcile_sharded
 from asyncdiff_operator.status import (
     Decision,
     Observation,
@@ -107,17 +109,46 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=patch.status["lastFailure"]["message"])
         return
     policy = spec.run_policy
+    window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
+    if policy.num_nodes == 1:  # shards of an Indexed Job (shard_reconcile.py)
+        changes = reconcile_sharded(
+            body,
+            spec,
+            status,
+            generation,
+            create_attempt=_create_attempt,
+            stall_seconds=window,
+            progress_interval=SETTINGS.progress_interval,
+            logger=logger,
+        )
+        _write_status(body, patch, logger, status, changes, generation, spec.devices)
+        return
     attempts = int(status.get("attempts") or 0)
     observe = attempts > 0 and not policy.suspend and phase != reasons.SUSPENDED
     obs = kube.observe(meta["namespace"], meta["name"], attempts, policy.num_nodes) if observe else Observation()
-    window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
     decision = decide(status, obs, policy, generation, stall_seconds=window)
     _apply(body, spec, decision, logger)
-    if not decision.status:
+    _write_status(body, patch, logger, status, decision.status, generation, spec.devices)
+
+
+def _write_status(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: kopf.Logger,
+    status: dict[str, Any],
+    changes: dict[str, Any],
+    generation: int,
+    devices: int,
+) -> None:
+    """Patch the status with ``changes`` (nothing when empty), with metrics for a phase transition."""
+    if not changes:
         return
-    decision.status.setdefault("devices", spec.devices)
-    decision.status["observedGeneration"] = generation
-    new_phase = decision.status.get("phase")
+    meta = body["metadata"]
+    uid = str(meta.get("uid"))
+    phase = status.get("phase")
+    changes.setdefault("devices", devices)
+    changes["observedGeneration"] = generation
+    new_phase = changes.get("phase")
     if new_phase and new_phase != phase:
         logger.info(f"phase {phase} -> {new_phase}")
         metrics.transition(str(new_phase))
@@ -125,7 +156,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         if new_phase in reasons.TERMINAL_PHASES:
             created = parse_iso(meta.get("creationTimestamp"))
             metrics.finished(str(new_phase), time.time() - created if created else 0.0)
-    patch.status.update(decision.status)
+    patch.status.update(changes)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
@@ -142,6 +173,7 @@ def on_timer(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) 
 def on_delete(body: kopf.Body, **_: Any) -> None:
     """Children go by garbage collection (owner references); outputs in storage are kept."""
     metrics.forget(str(body["metadata"].get("uid")))
+    forget_sampling(str(body["metadata"].get("uid")))
 
 
 @kopf.on.probe(id="jobs")  # type: ignore[arg-type]

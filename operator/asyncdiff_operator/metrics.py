@@ -12,7 +12,7 @@ import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 
 JOBS = Gauge("asyncdiff_jobs", "AsyncDiffJobs known to this operator, by phase.", ["phase"])
 TRANSITIONS = Counter("asyncdiff_job_phase_transitions_total", "Phase transitions written, by new phase.", ["phase"])

@@ -11,6 +11,8 @@ and the operator's status sync has nothing to read. Implemented, following kube-
 * ``backoffLimit`` (container restarts count for ``restartPolicy: OnFailure``), ``backoffLimitPerIndex``
   with ``maxFailedIndexes``, an exponential delay before replacements (``backoff_base``, default 1 s,
   versus 10 s in Kubernetes), ``activeDeadlineSeconds``, ``suspend``, ``podReplacementPolicy``;
+* a lowered ``parallelism`` deletes the excess active pods, least advanced first (pending, then the most recently
+  started), as kube-controller-manager's ActivePods ranking does;
 * ``podFailurePolicy`` rules ``FailJob``/``Ignore``/``Count``/``FailIndex`` on exit codes and on Pod
   conditions (e.g. ``DisruptionTarget`` set by the eviction API);
 * status counters, ``completedIndexes``/``failedIndexes``, ``startTime``/``completionTime`` and the
@@ -73,6 +75,14 @@ def _index(pod: dict[str, Any]) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _removal_rank(pod: dict[str, Any]) -> tuple[int, float]:
+    """Which active pod a scale-down deletes first: not running before running, then the newest."""
+    status = pod.get("status") or {}
+    running = status.get("phase") == "Running"
+    started = parse_time(status.get("startTime")) or parse_time(pod["metadata"].get("creationTimestamp")) or 0.0
+    return (1 if running else 0, -started)
 
 
 def _cond_true(status: dict[str, Any], ctype: str) -> bool:
@@ -339,7 +349,14 @@ class JobController(Controller):
             status.setdefault("startTime", now_rfc3339())
             creating = True
 
-        # 3. create missing pods
+        # 3. scale down (parallelism lowered while running): delete the excess active pods, least advanced first
+        # (kube-controller-manager's ActivePods ranking: pending before running, then the most recently started)
+        if creating and len(active) > parallelism:
+            ranked = sorted(active, key=_removal_rank)
+            for pod in ranked[: len(active) - parallelism]:
+                self.delete_pod(pod)
+            active = ranked[len(active) - parallelism :]
+        # 4. create missing pods
         if creating:
             delay = self._backoff_left(uid, failed, now)
             if delay > 0:
@@ -365,7 +382,7 @@ class JobController(Controller):
                     for _ in range(max(0, want - busy)):
                         active.append(self._create_pod(job, None))
 
-        # 4. write status, then release counted pods
+        # 5. write status, then release counted pods
         status["active"] = len(active)
         status["terminating"] = len(terminating)
         status["ready"] = sum(

@@ -1,0 +1,85 @@
+"""The layout a single-node job runs with: groups (replicas) x devices per group, and the shards they share.
+
+Why one place: the child Job (completions = shards, parallelism = groups, GPUs per pod = devices per group), the
+status (devices per group and in total, outputs per shard for the progress sum) and the printer columns must agree,
+and they all derive from the same three inputs: the job's parallelism (or, with ``spec.parallelism.devices`` and
+``goal``, the worker's layout planner), the worker's shard plan (``asyncdiff_worker.shards.plan_shards``: how the
+outputs are cut into shards, the same function the worker renders by, so the operator never disagrees with the
+worker about which outputs index i holds), and ``spec.parallelism.replicas``.
+
+Replicas above the number of shards are clamped (an extra group would have nothing to render) and the clamp is said
+in ``Layout.note``, which the operator writes into status. Multi-node jobs (``runPolicy.numNodes > 1``) are one group
+whose pods are node ranks, not shards; they keep their own Indexed Job (``children.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asyncdiff_worker.shards import ShardPlan, plan_shards
+
+from asyncdiff_operator.api import AsyncDiffJobSpec
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a job runs: ``groups`` process groups of ``devices_per_group`` processes over ``plan.num_shards``."""
+
+    model_n: int
+    stride: int
+    replicas: int  # what the spec asked for
+    groups: int  # replicas clamped to the shards: the child Job's parallelism
+    devices_per_group: int
+    plan: ShardPlan
+    reason: str = ""  # the planner's reason, when it chose the layout
+    note: str = ""  # e.g. the replicas clamp
+
+    @property
+    def devices_total(self) -> int:
+        return self.groups * self.devices_per_group
+
+    @property
+    def summary(self) -> str:
+        """``groups x devices per group``, for the Layout printer column."""
+        return f"{self.groups}x{self.devices_per_group}"
+
+
+def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
+    """The spec with the planner's layout filled in (modelN, stride, replicas), when the job asked for a plan; the
+    worker receives this spec, so it renders with the same layout the operator scheduled."""
+    parallelism = spec.parallelism
+    if parallelism.goal is None:
+        return spec
+    from asyncdiff_worker.planner import plan_layout
+
+    chosen = plan_layout(spec)
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["parallelism"].update(modelN=chosen.model_n, stride=chosen.stride, replicas=chosen.replicas)
+    planned: AsyncDiffJobSpec = AsyncDiffJobSpec.model_validate(data)
+    return planned
+
+
+def resolve(spec: AsyncDiffJobSpec) -> Layout:
+    """The layout of a (planned, see ``effective_spec``) spec."""
+    reason = ""
+    if spec.parallelism.goal is not None:
+        from asyncdiff_worker.planner import plan_layout
+
+        reason = plan_layout(spec).reason
+        spec = effective_spec(spec)
+    plan = plan_shards(spec.job_spec())
+    replicas = int(spec.parallelism.replicas)
+    groups = max(1, min(replicas, plan.num_shards))
+    note = ""
+    if groups < replicas:
+        note = f"replicas {replicas} clamped to {groups}: the job has {plan.num_shards} shard(s) of {plan.shard_size}"
+    return Layout(
+        model_n=int(spec.parallelism.model_n),
+        stride=int(spec.parallelism.stride),
+        replicas=replicas,
+        groups=groups,
+        devices_per_group=int(spec.devices),
+        plan=plan,
+        reason=reason,
+        note=note,
+    )

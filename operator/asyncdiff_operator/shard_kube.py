@@ -1,0 +1,173 @@
+"""The cheap observation of a sharded job: O(1) API calls per job per interval, whatever its pods or log volume.
+
+Why: the operator reconciles every live job every ``ASYNCDIFF_RECONCILE_INTERVAL`` (1 s); reading every pod's log
+on every reconcile (what a single-group job did) costs calls and bytes that grow with pods x log volume x jobs. Here:
+
+- every reconcile: one GET of the child Job. Its status says which shards completed (``completedIndexes``, exact
+  outputs via the shard plan), which failed, how many pods are active and how many failures were counted;
+- once per ``progress_interval`` (``ASYNCDIFF_PROGRESS_INTERVAL``, default 10 s) and only while pods are active:
+  one LIST of the pods of *one* shard (label ``batch.kubernetes.io/job-completion-index``: a few pods at most, its
+  retries) and one bounded log tail (``LOG_TAIL_LINES`` lines, ``LOG_LIMIT_BYTES`` bytes) of its running pod. The
+  shards sampled rotate over the ones the Job controller runs (it starts the lowest pending indexes first, so the
+  candidates are the ``parallelism`` lowest indexes neither completed nor failed);
+- only when the Job's failure count grew or the Job failed: one LIST of the failed pods, for the exit code and
+  termination message of the newest (amortised per failure, not per interval).
+
+Workers need no API credentials: everything is read by the operator. The sampling schedule lives in this process
+(``_SAMPLES``); after an operator restart the first reconcile of each job samples at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from asyncdiff_worker.progress import parse_event
+from kubernetes.client.exceptions import ApiException
+
+from asyncdiff_operator import kube
+from asyncdiff_operator.children import COMPLETION_INDEX, CONTAINER, LABEL_ATTEMPT, LABEL_JOB, child_name
+from asyncdiff_operator.shard_status import ShardObservation, parse_indexes
+
+LOG_TAIL_LINES = 50
+LOG_LIMIT_BYTES = 64 * 1024
+DEFAULT_PROGRESS_INTERVAL = 10.0
+
+
+@dataclass
+class _Sampling:
+    last: float = 0.0
+    cursor: int = 0
+
+
+_SAMPLES: dict[str, _Sampling] = {}
+
+
+def forget(uid: str) -> None:
+    _SAMPLES.pop(uid, None)
+
+
+def _cond(job: Any, ctype: str) -> Any | None:
+    for c in (job.status.conditions or []) if job.status else []:
+        if c.type == ctype and c.status == "True":
+            return c
+    return None
+
+
+def candidates(num_shards: int, parallelism: int, completed: set[int], failed: set[int]) -> list[int]:
+    """The shards the Job controller is most likely running: the ``parallelism`` lowest pending indexes."""
+    out: list[int] = []
+    for i in range(num_shards):
+        if i in completed or i in failed:
+            continue
+        out.append(i)
+        if len(out) >= max(parallelism, 1):
+            break
+    return out
+
+
+def _newest(pods: list[Any]) -> Any | None:
+    return max(pods, key=kube._created) if pods else None
+
+
+def _log_event(namespace: str, pod: str) -> dict[str, Any] | None:
+    try:
+        text = kube.core().read_namespaced_pod_log(
+            pod,
+            namespace,
+            container=CONTAINER,
+            tail_lines=LOG_TAIL_LINES,
+            limit_bytes=LOG_LIMIT_BYTES,
+            _request_timeout=kube.TIMEOUT,
+        )
+    except ApiException:
+        return None
+    for line in reversed(str(text).splitlines()):
+        event = parse_event(line)
+        if event is not None:
+            return dict(event)
+    return None
+
+
+def _newest_failure(namespace: str, selector: str) -> tuple[int, str] | None:
+    pods = kube.core().list_namespaced_pod(
+        namespace, label_selector=selector, field_selector="status.phase=Failed", _request_timeout=kube.TIMEOUT
+    ).items
+    ended = [(p, kube._terminated(p)) for p in pods]
+    ended = [(p, t) for p, t in ended if t[0] not in (None, 0)]
+    if not ended:
+        return None
+    pod, (code, message) = max(ended, key=lambda pt: kube._created(pt[0]))
+    assert code is not None
+    return code, message
+
+
+def observe_sharded(
+    namespace: str,
+    cr_name: str,
+    uid: str,
+    attempt: int,
+    status: dict[str, Any],
+    num_shards: int,
+    *,
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+    now: float | None = None,
+) -> ShardObservation:
+    """One tick's view of a sharded job (see the module docstring for the calls it makes)."""
+    now = time.time() if now is None else now
+    job = kube.read_job(namespace, child_name(cr_name, attempt))
+    if job is None:
+        return ShardObservation(job_found=False)
+    spec, jst = job.spec, job.status
+    completed = parse_indexes(jst.completed_indexes if jst else None)
+    failed_idx = parse_indexes(jst.failed_indexes if jst else None)
+    failed_cond = _cond(job, "Failed") or _cond(job, "FailureTarget")
+    complete = _cond(job, "Complete") is not None
+    active = int(jst.active or 0) if jst else 0
+    failed_pods = int(jst.failed or 0) if jst else 0
+    parallelism = int(spec.parallelism) if spec and spec.parallelism is not None else None
+    selector = f"{LABEL_JOB}={cr_name},{LABEL_ATTEMPT}={attempt}"
+    failure = None
+    if failed_pods > int(status.get("failedPods") or 0) or failed_cond is not None:
+        failure = _newest_failure(namespace, selector)
+    obs = ShardObservation(
+        suspended=bool(spec.suspend) if spec else False,
+        started=bool(jst and jst.start_time),
+        complete=complete,
+        failed_reason=failed_cond.reason if failed_cond is not None else None,
+        failed_message=(failed_cond.message or "") if failed_cond is not None else "",
+        completed=frozenset(completed),
+        failed_indexes=frozenset(failed_idx),
+        active=active,
+        failed_pods=failed_pods,
+        parallelism=parallelism,
+        failure=failure,
+    )
+    sampling = _SAMPLES.setdefault(uid, _Sampling())
+    if complete or failed_cond is not None or active == 0 or now - sampling.last < progress_interval:
+        return obs
+    sampling.last = now
+    todo = candidates(num_shards, parallelism or 1, completed, failed_idx)
+    if not todo:
+        return obs
+    index = todo[sampling.cursor % len(todo)]
+    sampling.cursor += 1
+    pods = kube.core().list_namespaced_pod(
+        namespace, label_selector=f"{selector},{COMPLETION_INDEX}={index}", _request_timeout=kube.TIMEOUT
+    ).items
+    pod = _newest(pods)
+    if pod is None:
+        return obs
+    phase = pod.status.phase if pod.status else None
+    event = _log_event(namespace, pod.metadata.name) if phase == "Running" else None
+    from dataclasses import replace
+
+    return replace(
+        obs,
+        sample_index=index,
+        sample_pod=pod.metadata.name,
+        sample_phase=phase,
+        event=event,
+        running_since=kube._started(pod),
+    )
