@@ -36,15 +36,18 @@ SETTINGS = settings.from_env()
 INTERVAL = SETTINGS.reconcile_interval
 
 
-def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> None:
+def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> bool:
+    """Create the attempt's children; True when this call created its Job (False: an earlier reconcile did)."""
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
-    if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)) and attempt == 1:
-        created = parse_iso(body["metadata"].get("creationTimestamp"))
-        if created is not None:
-            metrics.child_created(time.time() - created)
+    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)):
+        return False
+    created = parse_iso(body["metadata"].get("creationTimestamp"))
+    if attempt == 1 and created is not None:
+        metrics.child_created(time.time() - created)
+    return True
 
 
 def _invalid(status: dict[str, Any], exc: ValidationError, generation: int) -> dict[str, Any]:
@@ -81,8 +84,11 @@ def _apply(body: kopf.Body, spec: AsyncDiffJobSpec, decision: Decision, logger: 
     if decision.delete_attempt is not None and kube.delete_children(namespace, name, decision.delete_attempt):
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
     if decision.create_attempt is not None:
-        _create_attempt(dict(body), spec, decision.create_attempt)
         decision.status["child"] = child_name(name, decision.create_attempt)
+        if not _create_attempt(dict(body), spec, decision.create_attempt):
+            # The Job exists: an earlier reconcile (the create handler and the first timer tick may both read the
+            # CR before either status patch lands) made this same decision and posted its events.
+            return
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:
