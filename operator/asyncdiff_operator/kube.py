@@ -18,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from asyncdiff_operator.children import COMPLETION_INDEX, CONTAINER, LABEL_ATTEMPT, LABEL_JOB, child_name
+from asyncdiff_operator.reconcile_errors import ChildRejected, api_message
 from asyncdiff_operator.status import Observation
 
 LOG_TAIL_LINES = 200
@@ -44,7 +45,7 @@ def batch() -> Any:
 
 def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
     """Create a ConfigMap, Job or (headless) Service; False when it already exists (409: an earlier reconcile or
-    operator made it)."""
+    operator made it). A child refused as invalid (422) raises ``ChildRejected``."""
     try:
         if kind == "ConfigMap":
             core().create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
@@ -55,6 +56,9 @@ def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
     except ApiException as exc:
         if exc.status == 409:
             return False
+        if exc.status == 422:
+            name = str((body.get("metadata") or {}).get("name"))
+            raise ChildRejected(kind, name, api_message(exc)) from exc
         raise
     return True
 

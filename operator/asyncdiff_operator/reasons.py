@@ -21,6 +21,7 @@ COND_RUNNING: Final = "Running"
 COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
+COND_RECONCILED: Final = "Reconciled"  # False while reconciles fail (reasons below)
 
 # reasons
 JOB_CREATED: Final = "JobCreated"
@@ -38,3 +39,7 @@ STALLED: Final = "Stalled"
 DISRUPTED: Final = "Disrupted"
 CHILD_MISSING: Final = "ChildJobMissing"
 TTL_EXPIRED: Final = "TTLExpired"
+RECONCILED: Final = "ReconcileSucceeded"
+RECONCILE_ERROR: Final = "ReconcileError"
+API_ERROR: Final = "ApiError"
+CHILD_REJECTED: Final = "ChildRejected"

@@ -20,6 +20,9 @@ def model(data: dict[str, Any], kind: str) -> Any:
     return client.ApiClient().deserialize(json.dumps(data), kind, "application/json")
 
 
+POLICY = "PodFailurePolicy"
+
+
 def job_json(name: str = "j-attempt-1", **status: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "ns"}}
     if status:
@@ -46,7 +49,7 @@ class FakeCore:
 def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """What the fake API returns: ``job`` (JSON or None for 404) and ``pods``."""
     state: dict[str, Any] = {"job": job_json(), "pods": []}
-    monkeypatch.setattr(kube, "read_job", lambda ns, name: None if state["job"] is None else model(state["job"], "V1Job"))
+    monkeypatch.setattr(kube, "read_job", lambda ns, name: state["job"] and model(state["job"], "V1Job"))
     monkeypatch.setattr(kube, "core", lambda: FakeCore(state["pods"]))
     return state
 
@@ -85,7 +88,7 @@ def test_a_failed_job_whose_pods_are_gone_is_an_infrastructure_failure(
 
 def test_the_job_says_a_disruption_failed_it() -> None:
     message = "Pod ns/j-attempt-1-x has condition DisruptionTarget matching FailJob rule at index 0"
-    state = kube.job_state(model(job_json(failed=1, conditions=[failed_condition("PodFailurePolicy", message)]), "V1Job"))
+    state = kube.job_state(model(job_json(failed=1, conditions=[failed_condition(POLICY, message)]), "V1Job"))
     assert state.failed and state.disrupted and state.exit_code is None
     obs = kube._without_pods(state)
     d = decide({"attempts": 1, "phase": "Running"}, obs, RunPolicy(backoffLimit=0), 1)
@@ -94,7 +97,7 @@ def test_the_job_says_a_disruption_failed_it() -> None:
 
 def test_a_pod_failure_policy_exit_code_keeps_a_user_error_a_user_error() -> None:
     message = "Container worker for pod ns/j-attempt-1-x failed with exit code 11 matching FailJob rule at index 0"
-    state = kube.job_state(model(job_json(failed=1, conditions=[failed_condition("PodFailurePolicy", message)]), "V1Job"))
+    state = kube.job_state(model(job_json(failed=1, conditions=[failed_condition(POLICY, message)]), "V1Job"))
     assert state.exit_code == 11 and not state.disrupted
     d = decide({"attempts": 1, "phase": "Running"}, kube._without_pods(state), RunPolicy(backoffLimit=3), 1)
     assert d.status["phase"] == reasons.FAILED and d.status["lastFailure"]["reason"] == "ModelNotFound"
