@@ -348,7 +348,9 @@ def api_calls(quick: bool, log: Any = print) -> dict[str, Any]:
         fake.mkdir()
         (fake / "sitecustomize.py").write_text(_FAKE_WORKER)
         with _cluster(state) as (kubeconfig, _proc):
-            port = int(yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1])
+            port = int(
+                yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+            )
             api_client = kconfig.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
             api_client.user_agent = "asyncdiff-bench"
             ext = client.ApiextensionsV1Api(api_client)

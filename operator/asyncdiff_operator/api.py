@@ -240,6 +240,15 @@ class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when my
             )
         return self
 
+    @model_validator(mode="after")
+    def _multi_node_is_one_group(self) -> AsyncDiffJobSpec:
+        if self.run_policy.num_nodes > 1 and self.parallelism.replicas > 1:
+            raise ValueError(
+                f"runPolicy.numNodes: {self.run_policy.num_nodes} nodes run one generation group; "
+                f"parallelism.replicas {self.parallelism.replicas} needs numNodes 1 (each replica is one pod)"
+            )
+        return self
+
     def job_spec(self) -> JobSpec:
         """The worker's part only (what goes into the child ConfigMap)."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"run_policy", "pod"})

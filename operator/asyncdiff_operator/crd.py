@@ -123,6 +123,20 @@ def spec_rules() -> list[dict[str, str]]:
     ]
 
 
+def batch_rules() -> list[dict[str, str]]:
+    """CEL rules of batch jobs: a multi-node job is one generation group (replicas 1)."""
+    multi_node = "has(self.runPolicy) && has(self.runPolicy.numNodes) && self.runPolicy.numNodes > 1"
+    return [
+        {
+            "rule": f"!({multi_node}) || !has(self.parallelism) || !has(self.parallelism.replicas) || "
+            "self.parallelism.replicas == 1",
+            "fieldPath": ".parallelism.replicas",
+            "message": "parallelism.replicas must be 1 when runPolicy.numNodes > 1 (a multi-node job is one "
+            "generation group; each replica is one pod)",
+        },
+    ]
+
+
 def _same(field: str) -> str:
     new, old = f"self.spec.{field}", f"oldSelf.spec.{field}"
     return f"(has({new}) ? has({old}) && {new} == {old} : !has({old}))"
@@ -200,7 +214,7 @@ def spec_schema() -> dict[str, Any]:
     raw = AsyncDiffJobSpec.model_json_schema(by_alias=True)
     defs = raw.pop("$defs", {})
     out = structural(raw, defs)
-    out["x-kubernetes-validations"] = spec_rules()
+    out["x-kubernetes-validations"] = spec_rules() + batch_rules()
     return out
 
 
@@ -262,6 +276,7 @@ def status_schema() -> dict[str, Any]:
             "devicesTotal": _int("groups x devicesPerGroup."),
             "shards": _int("Shards (the child Job's completions)."),
             "shardSize": _int("Outputs per shard (the last may hold fewer)."),
+            "plannedReplicas": _int("The replicas the shards were planned for when the child Job was made."),
             "summary": _str("groups x devicesPerGroup, for the Layout column."),
             "reason": _str("Why the planner chose this layout (spec.parallelism.devices and goal)."),
             "note": _str("Adjustments, e.g. replicas clamped to the number of shards."),

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from asyncdiff_operator import kube, metrics, reasons, settings
+from asyncdiff_operator import kube, metrics, reasons, reconcile_errors, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
 from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
 from asyncdiff_operator.shard_kube import forget as forget_sampling
@@ -38,15 +38,18 @@ SETTINGS = settings.from_env()
 INTERVAL = SETTINGS.reconcile_interval
 
 
-def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> None:
+def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> bool:
+    """Create the attempt's children; True when this call created its Job (False: an earlier reconcile did)."""
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
-    if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)) and attempt == 1:
-        created = parse_iso(body["metadata"].get("creationTimestamp"))
-        if created is not None:
-            metrics.child_created(time.time() - created)
+    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)):
+        return False
+    created = parse_iso(body["metadata"].get("creationTimestamp"))
+    if attempt == 1 and created is not None:
+        metrics.child_created(time.time() - created)
+    return True
 
 
 def _invalid(status: dict[str, Any], exc: ValidationError, generation: int) -> dict[str, Any]:
@@ -83,8 +86,11 @@ def _apply(body: kopf.Body, spec: AsyncDiffJobSpec, decision: Decision, logger: 
     if decision.delete_attempt is not None and kube.delete_children(namespace, name, decision.delete_attempt):
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
     if decision.create_attempt is not None:
-        _create_attempt(dict(body), spec, decision.create_attempt)
         decision.status["child"] = child_name(name, decision.create_attempt)
+        if not _create_attempt(dict(body), spec, decision.create_attempt):
+            # The Job exists: an earlier reconcile (the create handler and the first timer tick may both read the
+            # CR before either status patch lands) made this same decision and posted its events.
+            return
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:
@@ -159,14 +165,51 @@ def _write_status(
     patch.status.update(changes)
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+ERROR_BACKOFF = min(5.0, max(1.0, INTERVAL))
+"""Seconds before kopf re-runs a handler that still raised (kopf's default is 60 s); ``guarded`` catches reconcile
+errors itself, so this only covers failures outside it (e.g. the status patch)."""
+_errors: dict[str, tuple[int, str]] = {}  # uid -> (reconciles in a row that failed, the last error's message)
+
+
+def guarded(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+    """``reconcile``, with every error made visible (``reconcile_errors``): a condition, an Event, and the next tick
+    retries. A child refused as invalid fails the job."""
+    meta = body["metadata"]
+    uid = str(meta.get("uid"))
+    status: dict[str, Any] = dict(body.get("status") or {})
+    generation = int(meta.get("generation") or 1)
+    try:
+        reconcile(body, patch, logger)
+    except Exception as exc:  # surfaced as a condition and an Event; the next tick retries
+        reason, message = reconcile_errors.describe(exc)
+        count, previous = _errors.get(uid, (0, None))
+        count += 1
+        _errors[uid] = (count, message)
+        logger.error(f"reconcile failed ({count} in a row): {reason}: {message}")
+        if isinstance(exc, reconcile_errors.ChildRejected):
+            patch.status.update(reconcile_errors.rejected_status(status, exc, generation))
+            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+            return
+        patch.status.update(reconcile_errors.error_status(status, reason, message, count, generation))
+        if reconcile_errors.should_post(count, previous, message):
+            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+        return
+    if _errors.pop(uid, None) is not None or any(
+        c.get("type") == reasons.COND_RECONCILED for c in status.get("conditions") or []
+    ):
+        recovered = reconcile_errors.recovered_status({**status, **dict(patch.status)}, generation)
+        if recovered is not None:
+            patch.status.update(recovered)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=ERROR_BACKOFF)  # type: ignore[arg-type]
 def on_create(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    reconcile(body, patch, logger)
+    guarded(body, patch, logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL)  # type: ignore[arg-type]
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, backoff=ERROR_BACKOFF)  # type: ignore[arg-type]
 def on_timer(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    reconcile(body, patch, logger)
+    guarded(body, patch, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # type: ignore[arg-type]
@@ -174,6 +217,7 @@ def on_delete(body: kopf.Body, **_: Any) -> None:
     """Children go by garbage collection (owner references); outputs in storage are kept."""
     metrics.forget(str(body["metadata"].get("uid")))
     forget_sampling(str(body["metadata"].get("uid")))
+    _errors.pop(str(body["metadata"].get("uid")), None)
 
 
 @kopf.on.probe(id="jobs")  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 from asyncdiff_worker.exit_codes import USER_ERROR_CODES
@@ -17,6 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from asyncdiff_operator.children import COMPLETION_INDEX, CONTAINER, LABEL_ATTEMPT, LABEL_JOB, child_name
+from asyncdiff_operator.reconcile_errors import ChildRejected, api_message
 from asyncdiff_operator.status import Observation
 
 LOG_TAIL_LINES = 200
@@ -43,7 +45,7 @@ def batch() -> Any:
 
 def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
     """Create a ConfigMap, Job or (headless) Service; False when it already exists (409: an earlier reconcile or
-    operator made it)."""
+    operator made it). A child refused as invalid (422) raises ``ChildRejected``."""
     try:
         if kind == "ConfigMap":
             core().create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
@@ -54,6 +56,9 @@ def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
     except ApiException as exc:
         if exc.status == 409:
             return False
+        if exc.status == 422:
+            name = str((body.get("metadata") or {}).get("name"))
+            raise ChildRejected(kind, name, api_message(exc)) from exc
         raise
     return True
 
@@ -86,7 +91,7 @@ def _disrupted(pod: Any) -> bool:
 
 
 def _index(pod: Any) -> int:
-    annotations = pod.metadata.annotations or {}
+    annotations = (pod.metadata.annotations if pod.metadata is not None else None) or {}
     try:
         return int(annotations.get(COMPLETION_INDEX, "0"))
     except ValueError:
@@ -114,8 +119,9 @@ def _started(pod: Any) -> float | None:
 
 
 def _created(pod: Any) -> tuple[float, str]:
-    stamp = pod.metadata.creation_timestamp
-    return (stamp.timestamp() if stamp else 0.0, pod.metadata.name or "")
+    meta = pod.metadata
+    stamp = meta.creation_timestamp if meta is not None else None
+    return (stamp.timestamp() if stamp else 0.0, (meta.name if meta is not None else None) or "")
 
 
 def read_job(namespace: str, name: str) -> Any | None:
@@ -127,13 +133,76 @@ def read_job(namespace: str, name: str) -> Any | None:
         raise
 
 
+@dataclasses.dataclass(frozen=True)
+class JobState:
+    """What a child Job's own status says (authoritative when its pods are gone). Every field of a Job's status
+    is optional on the wire: a Job the controller has not synced yet has no ``status`` at all."""
+
+    failed: bool = False  # a Failed (or FailureTarget) condition is True
+    complete: bool = False  # a Complete (or SuccessCriteriaMet) condition is True
+    suspended: bool = False  # the Suspended condition is True
+    reason: str = ""  # the failure condition's reason (BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy...)
+    message: str = ""
+    failed_pods: int = 0  # status.failed
+    exit_code: int | None = None  # from a PodFailurePolicy message ("... failed with exit code 11 matching ...")
+    disrupted: bool = False  # the Job says a pod condition DisruptionTarget failed it
+
+
+_EXIT_CODE = re.compile(r"with exit code (\d+)")
+
+
+def job_state(job: Any) -> JobState:
+    """Fold a batch/v1 Job (kubernetes client model) into ``JobState``."""
+    status = getattr(job, "status", None)
+    if status is None:
+        return JobState()
+    conditions = [c for c in (status.conditions or []) if c is not None and c.status == "True"]
+    by_type = {c.type: c for c in conditions}
+    failure = by_type.get("Failed") or by_type.get("FailureTarget")
+    reason = str(failure.reason or "") if failure is not None else ""
+    message = str(failure.message or "") if failure is not None else ""
+    code = None
+    if failure is not None and reason == "PodFailurePolicy" and (match := _EXIT_CODE.search(message)):
+        code = int(match.group(1))
+    return JobState(
+        failed=failure is not None,
+        complete="Complete" in by_type or "SuccessCriteriaMet" in by_type,
+        suspended="Suspended" in by_type,
+        reason=reason,
+        message=message,
+        failed_pods=int(status.failed or 0),
+        exit_code=code,
+        disrupted=failure is not None and reason == "PodFailurePolicy" and "DisruptionTarget" in message,
+    )
+
+
+def _without_pods(state: JobState) -> Observation:
+    """The attempt when no pod is left to inspect (deleted, evicted and removed, garbage-collected): the Job's own
+    status decides."""
+    if state.complete and not state.failed:
+        return Observation(pod_phase="Succeeded", exit_code=0, job_complete=True)
+    if state.failed:
+        detail = f"{state.reason}: {state.message}" if state.reason else state.message or "failed"
+        return Observation(
+            pod_phase="Failed",
+            exit_code=state.exit_code,
+            message=f"the child Job failed ({detail}) and no pod is left to inspect",
+            job_failed=True,
+            job_reason=state.reason,
+            disrupted=state.disrupted,
+        )
+    return Observation(job_suspended=state.suspended)
+
+
 def observe(namespace: str, cr_name: str, attempt: int, num_nodes: int = 1) -> Observation:
     """The attempt as one view: the newest pod per completion index, folded (any failure fails the attempt, all
-    must succeed to succeed); progress from rank 0's pod (index 0)."""
+    must succeed to succeed); progress from rank 0's pod (index 0). With no pod left, the child Job's own status
+    (its conditions and counters) decides."""
     job = read_job(namespace, child_name(cr_name, attempt))
     if job is None:
         return Observation(job_found=False)
-    job_failed = any(c.type == "Failed" and c.status == "True" for c in (job.status.conditions or []) if job.status)
+    state = job_state(job)
+    job_failed = state.failed
     selector = f"{LABEL_JOB}={cr_name},{LABEL_ATTEMPT}={attempt}"
     pods: list[Any] = core().list_namespaced_pod(namespace, label_selector=selector, _request_timeout=TIMEOUT).items
     newest: dict[int, Any] = {}
@@ -141,14 +210,18 @@ def observe(namespace: str, cr_name: str, attempt: int, num_nodes: int = 1) -> O
     for pod in sorted(pods, key=_created):
         newest[_index(pod)] = pod
     if not newest:
-        return Observation(job_failed=job_failed, disrupted=bool(disrupted))
+        return _without_pods(state)
     ended = {i: _terminated(p) for i, p in newest.items()}
     active = sum(1 for code, _ in ended.values() if code is None)
     rank0 = newest.get(0)
     phase = rank0.status.phase if rank0 is not None and rank0.status else None
     event = last_event(namespace, rank0.metadata.name) if rank0 is not None and phase != "Pending" else None
     base = Observation(
-        event=event, job_failed=job_failed, active=active, running_since=_started(rank0) if rank0 else None
+        event=event,
+        job_failed=job_failed,
+        job_reason=state.reason,
+        active=active,
+        running_since=_started(rank0) if rank0 else None,
     )
     failures = [(i, code, msg) for i, (code, msg) in ended.items() if code not in (None, 0)]
     if failures:

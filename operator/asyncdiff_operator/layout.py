@@ -27,7 +27,7 @@ class Layout:
 
     model_n: int
     stride: int
-    replicas: int  # what the spec asked for
+    replicas: int  # what the spec asks for now
     groups: int  # replicas clamped to the shards: the child Job's parallelism
     devices_per_group: int
     plan: ShardPlan
@@ -44,13 +44,17 @@ class Layout:
         return f"{self.groups}x{self.devices_per_group}"
 
 
+def _goal(spec: AsyncDiffJobSpec) -> str | None:
+    goal: str | None = getattr(spec.parallelism, "goal", None)
+    return goal
+
+
 def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
     """The spec with the planner's layout filled in (modelN, stride, replicas), when the job asked for a plan; the
     worker receives this spec, so it renders with the same layout the operator scheduled."""
-    parallelism = spec.parallelism
-    if parallelism.goal is None:
+    if _goal(spec) is None:
         return spec
-    from asyncdiff_worker.planner import plan_layout
+    from asyncdiff_worker.planner import plan_layout  # type: ignore[import-not-found,unused-ignore]
 
     chosen = plan_layout(spec)
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -59,20 +63,31 @@ def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
     return planned
 
 
-def resolve(spec: AsyncDiffJobSpec) -> Layout:
-    """The layout of a (planned, see ``effective_spec``) spec."""
-    reason = ""
-    if spec.parallelism.goal is not None:
-        from asyncdiff_worker.planner import plan_layout
+def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layout:
+    """The layout of a spec (planned first, see ``effective_spec``).
 
-        reason = plan_layout(spec).reason
+    ``planned_replicas``: the replicas the running child's shards were planned for (``status.layout.
+    plannedReplicas``). The default shard size comes in whole waves of the replicas, so the shard count depends on
+    them; a running Job's completions cannot change, so once a child exists the plan keeps the replicas it was
+    made with and only the groups (the Job's parallelism) follow ``spec.parallelism.replicas``.
+    """
+    reason = ""
+    if _goal(spec) is not None:
+        from asyncdiff_worker.planner import plan_layout  # type: ignore[import-not-found,unused-ignore]
+
+        reason = str(plan_layout(spec).reason)
         spec = effective_spec(spec)
-    plan = plan_shards(spec.job_spec())
     replicas = int(spec.parallelism.replicas)
+    worker_spec = spec.job_spec()
+    if planned_replicas is not None and planned_replicas != replicas:
+        data = worker_spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data["parallelism"]["replicas"] = planned_replicas
+        worker_spec = type(worker_spec).model_validate(data)
+    plan = plan_shards(worker_spec)
     groups = max(1, min(replicas, plan.num_shards))
     note = ""
     if groups < replicas:
-        note = f"replicas {replicas} clamped to {groups}: the job has {plan.num_shards} shard(s) of {plan.shard_size}"
+        note = f"replicas {replicas} clamped to {groups}: the job has {plan.num_shards} shard(s)"
     return Layout(
         model_n=int(spec.parallelism.model_n),
         stride=int(spec.parallelism.stride),

@@ -23,6 +23,7 @@ COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
 QUEUED: Final = "Queued"
+COND_RECONCILED: Final = "Reconciled"  # False while reconciles fail (reasons below)
 
 # reasons
 JOB_CREATED: Final = "JobCreated"
@@ -42,3 +43,7 @@ CHILD_MISSING: Final = "ChildJobMissing"
 TTL_EXPIRED: Final = "TTLExpired"
 QUEUED_REASON: Final = "WaitingForAdmission"
 SCALED: Final = "Scaled"
+RECONCILED: Final = "ReconcileSucceeded"
+RECONCILE_ERROR: Final = "ReconcileError"
+API_ERROR: Final = "ApiError"
+CHILD_REJECTED: Final = "ChildRejected"

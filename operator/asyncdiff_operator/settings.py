@@ -148,7 +148,8 @@ def _worker_defaults(env: Mapping[str, str]) -> WorkerDefaults:
 def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Parse the operator's settings from ``env`` (default ``os.environ``); raises SettingsError on a bad value.
 
-    ASYNCDIFF_RECONCILE_INTERVAL, ASYNCDIFF_STALL_SECONDS, ASYNCDIFF_PROGRESS_INTERVAL (seconds), ASYNCDIFF_WORKER_IMAGE,
+    ASYNCDIFF_RECONCILE_INTERVAL, ASYNCDIFF_STALL_SECONDS, ASYNCDIFF_PROGRESS_INTERVAL (seconds),
+    ASYNCDIFF_WORKER_IMAGE,
     ASYNCDIFF_WORKER_IMAGE_PULL_POLICY, ASYNCDIFF_WORKER_DEFAULTS (JSON), ASYNCDIFF_S3_ENDPOINT, ASYNCDIFF_S3_REGION,
     ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET.
     """

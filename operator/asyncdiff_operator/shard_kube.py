@@ -91,14 +91,18 @@ def _log_event(namespace: str, pod: str) -> dict[str, Any] | None:
 
 
 def _newest_failure(namespace: str, selector: str) -> tuple[int, str] | None:
-    pods = kube.core().list_namespaced_pod(
-        namespace, label_selector=selector, field_selector="status.phase=Failed", _request_timeout=kube.TIMEOUT
-    ).items
+    pods = (
+        kube.core()
+        .list_namespaced_pod(
+            namespace, label_selector=selector, field_selector="status.phase=Failed", _request_timeout=kube.TIMEOUT
+        )
+        .items
+    )
     ended = [(p, kube._terminated(p)) for p in pods]
     ended = [(p, t) for p, t in ended if t[0] not in (None, 0)]
     if not ended:
         return None
-    pod, (code, message) = max(ended, key=lambda pt: kube._created(pt[0]))
+    _, (code, message) = max(ended, key=lambda pt: kube._created(pt[0]))
     assert code is not None
     return code, message
 
@@ -153,9 +157,13 @@ def observe_sharded(
         return obs
     index = todo[sampling.cursor % len(todo)]
     sampling.cursor += 1
-    pods = kube.core().list_namespaced_pod(
-        namespace, label_selector=f"{selector},{COMPLETION_INDEX}={index}", _request_timeout=kube.TIMEOUT
-    ).items
+    pods = (
+        kube.core()
+        .list_namespaced_pod(
+            namespace, label_selector=f"{selector},{COMPLETION_INDEX}={index}", _request_timeout=kube.TIMEOUT
+        )
+        .items
+    )
     pod = _newest(pods)
     if pod is None:
         return obs

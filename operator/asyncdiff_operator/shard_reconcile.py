@@ -22,7 +22,7 @@ from asyncdiff_operator.children import child_name
 from asyncdiff_operator.layout import resolve
 from asyncdiff_operator.shard_job import queued_by_kueue
 from asyncdiff_operator.shard_kube import observe_sharded
-from asyncdiff_operator.shard_status import ShardDecision, ShardObservation, decide_sharded
+from asyncdiff_operator.shard_status import ShardDecision, ShardObservation, decide_sharded, layout_status
 from asyncdiff_operator.status import now_iso
 
 
@@ -48,7 +48,7 @@ def reconcile_sharded(
     status: dict[str, Any],
     generation: int,
     *,
-    create_attempt: Callable[[dict[str, Any], AsyncDiffJobSpec, int], None],
+    create_attempt: Callable[[dict[str, Any], AsyncDiffJobSpec, int], bool],
     stall_seconds: float,
     progress_interval: float,
     logger: kopf.Logger,
@@ -57,7 +57,8 @@ def reconcile_sharded(
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], str(meta.get("uid"))
     policy = spec.run_policy
-    layout = resolve(spec)
+    planned = (status.get("layout") or {}).get("plannedReplicas")
+    layout = resolve(spec, int(planned) if isinstance(planned, int) and status.get("attempts") else None)
     attempts = int(status.get("attempts") or 0)
     now = time.time()
     observe = attempts > 0 and not policy.suspend and status.get("phase") != "Suspended"
@@ -85,9 +86,11 @@ def reconcile_sharded(
         logger.info(f"child Job parallelism -> {decision.patch_parallelism}")
     if decision.delete_attempt is not None and kube.delete_children(namespace, name, decision.delete_attempt):
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
-    if decision.create_attempt is not None:
-        create_attempt(dict(body), spec, decision.create_attempt)
+    if decision.create_attempt is not None:  # a new child is planned with the replicas of now
+        decision.status["layout"] = layout_status(resolve(spec))
         decision.status["child"] = child_name(name, decision.create_attempt)
+        if not create_attempt(dict(body), spec, decision.create_attempt):
+            decision.events = []  # an earlier reconcile created this Job and posted its events
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:

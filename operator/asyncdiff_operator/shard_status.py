@@ -79,6 +79,7 @@ def layout_status(layout: Layout) -> dict[str, Any]:
         "devicesTotal": layout.devices_total,
         "shards": layout.plan.num_shards,
         "shardSize": layout.plan.shard_size,
+        "plannedReplicas": layout.plan.requested_replicas,
         "summary": layout.summary,
     }
     if layout.reason:
@@ -150,7 +151,9 @@ def decide_sharded(
         return ShardDecision()
     attempts = int(status.get("attempts") or 0)
     if policy.suspend or phase == reasons.SUSPENDED or attempts == 0:
-        d = _as_shard_decision(decide(status, Observation(job_found=obs.job_found, active=obs.active), policy, generation, now=now))
+        d = _as_shard_decision(
+            decide(status, Observation(job_found=obs.job_found, active=obs.active), policy, generation, now=now)
+        )
         if d.create_attempt is not None and queued_by_kueue:
             d.status.pop("startTime", None)  # the deadline counts from admission
         if d.status:
@@ -164,6 +167,16 @@ def decide_sharded(
         d.events.append(("Warning", reasons.CHILD_MISSING, f"Job of attempt {attempts} re-created"))
         return d
     plan = layout.plan
+    total = plan.total_outputs
+    if total is None:  # promptsFrom without promptCount: one shard; the worker's own count says the total
+        known = [int((status.get("progress") or {}).get("outputsTotal") or 0)]
+        if obs.event is not None:
+            known.append(int(obs.event.get("outputsTotal") or 0))
+        total = max(known)
+
+    def size_of(index: int) -> int:
+        return len(plan.outputs_of(index)) if plan.total_outputs is not None else total
+
     step = None
     sample = None
     if obs.event is not None and obs.sample_index is not None:
@@ -175,8 +188,8 @@ def decide_sharded(
         progress = next_progress(
             previous,
             completed=set(obs.completed),
-            size_of=lambda i: len(plan.outputs_of(i)),
-            total=plan.total_outputs,
+            size_of=size_of,
+            total=total,
             sample=sample,
             now=now,
             step=step,
@@ -207,7 +220,9 @@ def decide_sharded(
     if obs.suspended:  # created suspended for Kueue (or Kueue took it back): waiting for admission
         if phase != reasons.QUEUED:
             out["phase"] = reasons.QUEUED
-            conds = set_condition(conds, reasons.COND_RUNNING, False, reasons.QUEUED_REASON, "waiting for Kueue", generation)
+            conds = set_condition(
+                conds, reasons.COND_RUNNING, False, reasons.QUEUED_REASON, "waiting for Kueue", generation
+            )
             out["conditions"] = conds
             out.pop("startTime", None)
             d = ShardDecision(out)
@@ -246,7 +261,15 @@ def decide_sharded(
         out["failedAttempts"] = obs.failed_pods + stalls
         out["lastFailure"] = {"reason": reasons.STALLED, "message": why, "attempt": attempts}
         if stalls > policy.backoff_limit:
-            d = _terminal(status, out, reasons.FAILED, reasons.BACKOFF_LIMIT_EXCEEDED, f"{reasons.STALLED}: {why}", generation, now)
+            d = _terminal(
+                status,
+                out,
+                reasons.FAILED,
+                reasons.BACKOFF_LIMIT_EXCEEDED,
+                f"{reasons.STALLED}: {why}",
+                generation,
+                now,
+            )
             d.delete_attempt = attempts
             return d
         decision.delete_pod = obs.sample_pod
@@ -259,7 +282,9 @@ def decide_sharded(
         )
     if obs.active > 0 and phase != reasons.RUNNING:
         out["phase"] = reasons.RUNNING
-        conds = set_condition(conds, reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"{obs.active} group(s) running", generation)
+        conds = set_condition(
+            conds, reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"{obs.active} group(s) running", generation
+        )
         out["conditions"] = conds
         decision.events.append(("Normal", reasons.POD_RUNNING, f"attempt {attempts} running"))
     for key, value in (("layout", layout_status(layout)), ("devices", layout.devices_total)):

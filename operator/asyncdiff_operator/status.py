@@ -18,6 +18,10 @@ The policy, in order:
 - Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
   backoffLimit``.
 - A child Job that vanished while the CR is active is re-created under the same attempt name.
+- The child Job's own status is authoritative when no pod is left to inspect (a pod deleted, evicted and removed,
+  or garbage-collected): a Failed Job is a failed attempt (a disruption when the Job says a ``DisruptionTarget``
+  failed it, else an infrastructure failure, reason ChildJobFailed, retried under the policy); a Complete one
+  succeeded (outputs: the result manifest at its fixed place, ``status.manifest``).
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class Observation:
     event: dict[str, Any] | None = None  # the last progress line of rank 0's pod
     job_found: bool = True  # False: the child Job does not exist
     job_failed: bool = False  # the child Job has its Failed condition
+    job_reason: str = ""  # the reason of the child Job's Failed condition (BackoffLimitExceeded, ...)
+    job_complete: bool = False  # the child Job is Complete but no pod is left (outputs unknown)
+    job_suspended: bool = False  # the child Job has its Suspended condition (by us or a queue such as Kueue)
     disrupted: bool = False  # a pod was evicted or preempted (DisruptionTarget)
     running_since: float | None = None  # when rank 0's container started (Unix time)
     active: int = 0  # pods not yet finished
@@ -140,11 +147,14 @@ class _Ctx:
 
 
 def _new_attempt(ctx: _Ctx, out: dict[str, Any], why: str) -> Decision:
+    """A new attempt: Pending, and every condition about the previous attempt's pods replaced (Running is False
+    until this attempt's pods run). Its events are posted only by the reconcile that really creates the Job."""
     attempt = ctx.attempts + 1
     out.update(phase=reasons.PENDING, attempts=attempt)
     ctx.cond(reasons.COND_CREATED, True, reasons.JOB_CREATED, f"attempt {attempt} created ({why})")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {attempt}: waiting for its pods")
     out["conditions"] = ctx.conds
-    return Decision(out, create_attempt=attempt)
+    return Decision(out, create_attempt=attempt, events=[("Normal", reasons.JOB_CREATED, f"attempt {attempt} created")])
 
 
 def _finish_failed(ctx: _Ctx, out: dict[str, Any], reason: str, message: str, obs: Observation) -> Decision:
@@ -167,7 +177,6 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
     failed = ctx.failed + 1
     out["failedAttempts"] = failed
     if not user_error and failed <= policy.backoff_limit:
-        ctx.cond(reasons.COND_RUNNING, False, reasons.RETRYING, f"attempt {ctx.attempts}: {reason}: {msg}")
         decision = _new_attempt(ctx, out, f"retry after {reason}")
         decision.delete_attempt = ctx.attempts if obs.active or reason == reasons.STALLED else None
         decision.events.append(("Warning", reasons.RETRYING, f"attempt {ctx.attempts} failed ({reason}): {msg}"))
@@ -205,9 +214,7 @@ def decide(
         out["startTime"] = now_iso(ctx.now)
         if phase == reasons.SUSPENDED:
             ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
-        decision = _new_attempt(ctx, out, "resumed" if phase == reasons.SUSPENDED else "new job")
-        decision.events.append(("Normal", reasons.JOB_CREATED, f"attempt {decision.create_attempt} created"))
-        return decision
+        return _new_attempt(ctx, out, "resumed" if phase == reasons.SUSPENDED else "new job")
     progress = progress_of(obs.event)
     if progress is not None and progress != status.get("progress"):
         out["progress"] = progress
@@ -229,6 +236,9 @@ def decide(
         out["lastFailure"] = {"reason": reasons.DEADLINE_EXCEEDED, "message": msg, "attempt": ctx.attempts}
         return _finish_failed(ctx, out, reasons.DEADLINE_EXCEEDED, msg, obs)
     if not obs.job_found:
+        out["phase"] = reasons.PENDING
+        ctx.cond(reasons.COND_RUNNING, False, reasons.CHILD_MISSING, f"attempt {ctx.attempts}: Job re-created")
+        out["conditions"] = ctx.conds
         decision = Decision(out, create_attempt=ctx.attempts)
         decision.events.append(("Warning", reasons.CHILD_MISSING, f"Job of attempt {ctx.attempts} re-created"))
         return decision
@@ -244,6 +254,9 @@ def decide(
     if obs.exit_code is not None:
         code = obs.exit_code
         return _failure(ctx, out, obs, policy, reason_for(code), obs.message.strip() or f"worker exited {code}")
+    if obs.job_failed:  # the Job says it failed but no pod shows why (deleted, evicted and removed, collected)
+        message = obs.message or f"the child Job failed ({obs.job_reason or 'no reason given'})"
+        return _failure(ctx, out, obs, policy, reasons.CHILD_JOB_FAILED, message)
     stalled = stall_of(obs, ctx.now, stall_seconds)
     if stalled is not None:
         return _failure(ctx, out, obs, policy, reasons.STALLED, stalled)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from asyncdiff_operator.api import parse_spec
 from kubernetes.client.exceptions import ApiException
 
 from .conftest import CRD, E2E, OperatorProcess, job_manifest
@@ -67,6 +68,8 @@ BAD: list[tuple[str, Any, str]] = [
     ("runPolicy.activeDeadlineSeconds", 0, "spec.runPolicy.activeDeadlineSeconds"),
     ("runPolicy.numNodes", 0, "spec.runPolicy.numNodes"),
     ("runPolicy.gpusPerNode", 65, "spec.runPolicy.gpusPerNode"),
+    ("parallelism.replicas", 0, "spec.parallelism.replicas"),
+    ("generation.shardSize", 0, "spec.generation.shardSize"),
     ("pod.env", [{"name": "1BAD", "value": "x"}], "spec.pod.env[0].name"),
     ("pod.tolerations", [{"operator": "Maybe"}], "spec.pod.tolerations[0].operator"),
     ("pod.volumeMounts", [{"name": "v", "mountPath": "data"}], "spec.pod.volumeMounts[0].mountPath"),
@@ -96,6 +99,17 @@ def test_bad_cr_is_rejected_naming_the_field(api: E2E, path: str, value: Any, fi
     causes = [c.get("field") for c in status["details"]["causes"]]
     assert field in causes, status
     assert field in status["message"]
+
+
+def test_multi_node_job_is_one_group(api: E2E) -> None:
+    body = set_path(set_path(base("multi-replicas"), "runPolicy", {"numNodes": 2}), "parallelism.replicas", 2)
+    with pytest.raises(ApiException) as info:
+        create(api, body)
+    assert info.value.status == 422, info.value.body
+    assert "spec.parallelism.replicas" in json.loads(info.value.body)["message"]
+    with pytest.raises(ValueError, match="replicas 2 needs numNodes 1"):
+        parse_spec(body["spec"])
+    create(api, set_path(body, "parallelism.replicas", 1))
 
 
 def test_kubectl_apply_shows_the_message(api: E2E) -> None:

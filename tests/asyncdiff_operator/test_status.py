@@ -85,3 +85,20 @@ def test_stall_fails_the_attempt_and_retries() -> None:
 def test_a_missing_child_job_is_recreated_under_the_same_attempt() -> None:
     d = decide(running(3), Observation(job_found=False), P1, 1)
     assert d.create_attempt == 3 and "attempts" not in d.status
+
+
+def test_after_a_retry_the_running_condition_describes_the_new_attempt() -> None:
+    """No stale ``Running True`` of attempt 1 while attempt 2 is Pending; one JobCreated event per new attempt."""
+    was_running = running(conditions=[{"type": "Running", "status": "True", "reason": "PodRunning"}])
+    given_up = Observation("Failed", 143, "preempted", disrupted=True, job_failed=True)
+    for obs in (given_up, Observation("Failed", 21, "peer")):
+        d = decide(was_running, obs, P1, 1)
+        conds = {c["type"]: c for c in d.status["conditions"]}
+        assert d.status["phase"] == reasons.PENDING and d.create_attempt == 2
+        assert conds["Running"]["status"] == "False" and "attempt 2" in conds["Running"]["message"]
+        assert [e[1] for e in d.events].count(reasons.JOB_CREATED) == 1
+    missing = decide(was_running, Observation(job_found=False), P1, 1)
+    assert missing.status["phase"] == reasons.PENDING
+    assert {c["type"]: c for c in missing.status["conditions"]}["Running"]["status"] == "False"
+    first = decide({}, Observation(), P1, 1)
+    assert [e[1] for e in first.events] == [reasons.JOB_CREATED]

@@ -87,6 +87,11 @@ def load_prompts(spec: JobSpec, storage: Storage) -> list[PromptItem]:
             PromptItem(p.text, p.negative if p.negative is not None else gen.negative_prompt)
             for p in parse_prompts_jsonl(data, gen.prompts_from)
         ]
+    if gen.prompt_count is not None and gen.prompts_from is not None and gen.prompt_count != len(items):
+        raise InputUnreadable(
+            f"spec.generation.promptCount: {gen.prompt_count}, but {gen.prompts_from} holds {len(items)} prompts: "
+            "set promptCount to the number of prompts in the file"
+        )
     outputs = len(items) * gen.images_per_prompt
     if outputs > limits.MAX_OUTPUTS:
         raise LimitExceeded(

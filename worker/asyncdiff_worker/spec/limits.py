@@ -26,3 +26,5 @@ MAX_UPSCALER_INPUT_PIXELS = 1024 * 1024
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 """Largest input file (image or prompts file) read from a URI."""
 MAX_SEED = 2**63 - 1
+MAX_REPLICAS = 256
+"""Generation groups of one job (spec.parallelism.replicas)."""

@@ -8,7 +8,7 @@ Credentials are deliberately absent: they come only from the environment or a mo
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -73,6 +73,12 @@ class ModelSpec(SpecModel):
     )
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    """Leave the default out of the JSON schema (so out of the CRD): the API server must not fill in a layout field
+    the user left out, or the planner could not tell "left out" (choose it) from "given" (keep it)."""
+    schema.pop("default", None)
+
+
 class ParallelismSpec(SpecModel):
     """How AsyncDiff splits the denoiser; the job uses modelN + stride - 1 devices (processes)."""
 
@@ -82,6 +88,15 @@ class ParallelismSpec(SpecModel):
         default=1, ge=1, le=limits.MAX_STEPS, description="Sequential warm-up steps before asynchronous denoising."
     )
     time_shift: bool = Field(default=False, description="Use AsyncDiff's time shifting.")
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=limits.MAX_REPLICAS,
+        description="Independent generation groups (data parallel), each of modelN + stride - 1 processes; they "
+        "take shards of the outputs in turn. Default 1, or chosen by the planner when devices is set. More "
+        "replicas than shards are clamped to the number of shards.",
+        json_schema_extra=_no_schema_default,
+    )
 
     @property
     def devices(self) -> int:
@@ -108,6 +123,13 @@ class GenerationSpec(SpecModel):
     )
     negative_prompt: str | None = Field(
         default=None, max_length=limits.MAX_PROMPT_CHARS, description="Negative prompt for every prompt."
+    )
+    prompt_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=limits.MAX_PROMPTS,
+        description="How many prompts promptsFrom holds. Needed to shard a promptsFrom job (replicas > 1 or "
+        "shardSize set): the shards are planned without reading the file; the worker checks the count.",
     )
     steps: int = Field(default=25, ge=1, le=limits.MAX_STEPS, description="Denoising steps.")
     guidance_scale: float = Field(
@@ -162,6 +184,14 @@ class GenerationSpec(SpecModel):
         default=7, ge=1, le=60, description="Video frames per second (svd conditioning and the output file)."
     )
     noise_level: int = Field(default=20, ge=0, le=350, description="Noise added to the input image (sd-upscaler).")
+    shard_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=limits.MAX_OUTPUTS,
+        description="Outputs per shard: a generation group renders one shard at a time and a failed shard is "
+        "retried alone. Default: enough outputs that loading the model costs under ~10% of a shard (see "
+        "asyncdiff_worker.shards), but no more than an even share per replica.",
+    )
 
 
 class OutputSpec(SpecModel):

@@ -179,7 +179,16 @@ def check_semantics(spec: JobSpec) -> list[str]:
         bad("generation.prompts", "give prompts or promptsFrom")
     elif gen.prompts is not None and gen.prompts_from is not None:
         bad("generation.promptsFrom", "give either prompts or promptsFrom, not both")
-    n_prompts = len(gen.prompts) if gen.prompts is not None else (1 if fam == "svd" else 0)
+    if gen.prompt_count is not None and gen.prompts_from is None:
+        bad("generation.promptCount", "counts the prompts of promptsFrom; inline prompts are counted already")
+    sharded = spec.parallelism.replicas > 1 or gen.shard_size is not None
+    if gen.prompts_from is not None and gen.prompt_count is None and sharded:
+        bad(
+            "generation.promptCount",
+            "is required with promptsFrom when replicas > 1 or shardSize is set (shards are planned without "
+            "reading the file): give the number of prompts in it",
+        )
+    n_prompts = len(gen.prompts) if gen.prompts is not None else (1 if fam == "svd" else gen.prompt_count or 0)
     if n_prompts * gen.images_per_prompt > limits.MAX_OUTPUTS:
         bad(
             "generation.imagesPerPrompt",
