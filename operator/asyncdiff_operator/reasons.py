@@ -22,7 +22,6 @@ COND_RUNNING: Final = "Running"
 COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
-QUEUED: Final = "Queued"
 COND_RECONCILED: Final = "Reconciled"  # False while reconciles fail (reasons below)
 
 # reasons

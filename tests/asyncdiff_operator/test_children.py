@@ -60,9 +60,11 @@ def test_job_rendering() -> None:
         "asyncdiff.io/attempt": "2",
         "kueue.x-k8s.io/queue-name": "q",
     }
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["completions"] == 1
-    assert "completionMode" not in job["spec"]
-    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    # one prompt: one shard of an Indexed Job, retried per index; the Kueue label makes it start suspended
+    assert job["spec"]["completionMode"] == "Indexed" and "backoffLimit" not in job["spec"]
+    assert job["spec"]["completions"] == 1 and job["spec"]["parallelism"] == 1
+    assert job["spec"]["backoffLimitPerIndex"] == 1 and job["spec"]["suspend"] is True
+    rule = job["spec"]["podFailurePolicy"]["rules"][-1]
     assert rule["action"] == "Ignore" and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["nodeSelector"] == {"gpu": "h100"}
