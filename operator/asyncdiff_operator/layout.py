@@ -15,6 +15,7 @@ whose pods are node ranks, not shards; they keep their own Indexed Job (``childr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from asyncdiff_worker.shards import ShardPlan, plan_shards
 
@@ -49,14 +50,18 @@ def _goal(spec: AsyncDiffJobSpec) -> str | None:
     return goal
 
 
+def _plan(spec: AsyncDiffJobSpec) -> Any:
+    import importlib
+
+    return importlib.import_module("asyncdiff_worker.planner").plan_layout(spec)
+
+
 def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
     """The spec with the planner's layout filled in (modelN, stride, replicas), when the job asked for a plan; the
     worker receives this spec, so it renders with the same layout the operator scheduled."""
     if _goal(spec) is None:
         return spec
-    from asyncdiff_worker.planner import plan_layout  # type: ignore[import-not-found,unused-ignore]
-
-    chosen = plan_layout(spec)
+    chosen = _plan(spec)
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     data["parallelism"].update(modelN=chosen.model_n, stride=chosen.stride, replicas=chosen.replicas)
     planned: AsyncDiffJobSpec = AsyncDiffJobSpec.model_validate(data)
@@ -73,9 +78,7 @@ def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layo
     """
     reason = ""
     if _goal(spec) is not None:
-        from asyncdiff_worker.planner import plan_layout  # type: ignore[import-not-found,unused-ignore]
-
-        reason = str(plan_layout(spec).reason)
+        reason = str(_plan(spec).reason)
         spec = effective_spec(spec)
     replicas = int(spec.parallelism.replicas)
     worker_spec = spec.job_spec()

@@ -49,9 +49,20 @@ class Rule:
 
 OPERATOR: Final = (
     Rule("", "configmaps", ("create", "delete"), "kube.create_if_absent, kube.delete_children: the job spec ConfigMap"),
-    Rule("batch", "jobs", ("create", "delete", "get"), "kube.create_if_absent, read_job, delete_children: the Job"),
+    Rule(
+        "batch",
+        "jobs",
+        ("create", "delete", "get", "patch"),
+        "kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas",
+    ),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
-    Rule("", "pods", ("list",), "kube.observe: the attempt's pods by label selector"),
+    Rule(
+        "",
+        "pods",
+        ("delete", "list"),
+        "kube.observe, shard_kube: the attempt's (one shard's) pods by label selector; "
+        "shard_reconcile.delete_pod: a stalled shard's pod",
+    ),
     Rule("", "pods/log", ("get",), "kube.last_event: progress lines from rank 0's log tail"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "kopf writes the handlers' status patches through /status"),

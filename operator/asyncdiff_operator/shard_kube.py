@@ -20,7 +20,7 @@ Workers need no API credentials: everything is read by the operator. The samplin
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from asyncdiff_worker.progress import parse_event
@@ -107,6 +107,30 @@ def _newest_failure(namespace: str, selector: str) -> tuple[int, str] | None:
     return code, message
 
 
+def _finished_at(pod: Any) -> float:
+    for cs in (pod.status.container_statuses or []) if pod.status else []:
+        term = cs.state.terminated if cs.state else None
+        if cs.name == CONTAINER and term is not None and term.finished_at is not None:
+            return float(term.finished_at.timestamp())
+    return kube._created(pod)[0]
+
+
+def _final_event(namespace: str, selector: str) -> dict[str, Any] | None:
+    """The ``done`` line of the pod that finished last (it wrote the manifest), read once when the Job completed."""
+    pods = (
+        kube.core()
+        .list_namespaced_pod(
+            namespace, label_selector=selector, field_selector="status.phase=Succeeded", _request_timeout=kube.TIMEOUT
+        )
+        .items
+    )
+    for pod in sorted(pods, key=_finished_at, reverse=True)[:2]:
+        event = _log_event(namespace, pod.metadata.name)
+        if event is not None and event.get("asyncdiff") == "done":
+            return event
+    return None
+
+
 def observe_sharded(
     namespace: str,
     cr_name: str,
@@ -148,6 +172,8 @@ def observe_sharded(
         parallelism=parallelism,
         failure=failure,
     )
+    if complete:  # once: the last finisher's "done" line names the outputs and the manifest (the commit marker)
+        return replace(obs, event=_final_event(namespace, selector))
     sampling = _SAMPLES.setdefault(uid, _Sampling())
     if complete or failed_cond is not None or active == 0 or now - sampling.last < progress_interval:
         return obs
@@ -169,8 +195,6 @@ def observe_sharded(
         return obs
     phase = pod.status.phase if pod.status else None
     event = _log_event(namespace, pod.metadata.name) if phase == "Running" else None
-    from dataclasses import replace
-
     return replace(
         obs,
         sample_index=index,

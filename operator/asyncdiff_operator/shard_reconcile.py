@@ -95,7 +95,7 @@ def reconcile_sharded(
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:
         metrics.retried(decision.retried)
-    if decision.status.get("phase") == "Succeeded":
+    if decision.status.get("phase") == "Succeeded" and "manifest" not in decision.status:
         identity = JobIdentity(name=name, uid=uid, namespace=namespace)
         decision.status["manifest"] = JobLayout.for_job(spec.output.uri, identity).manifest.uri
     if decision.status and decision.status.get("phase") in ("Succeeded", "Failed"):

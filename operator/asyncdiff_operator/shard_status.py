@@ -208,6 +208,11 @@ def decide_sharded(
     if shards != status.get("shards"):
         out["shards"] = shards
     if obs.complete:
+        event = obs.event or {}
+        if event.get("asyncdiff") == "done":
+            out["outputs"] = [str(u) for u in (event.get("outputs") or [])][:50]
+            if event.get("manifest"):
+                out["manifest"] = str(event["manifest"])
         return _terminal(status, out, reasons.SUCCEEDED, reasons.JOB_SUCCEEDED, "", generation, now)
     if obs.failed_reason:
         reason, message, code = _failure_of(obs)
