@@ -52,8 +52,9 @@ OPERATOR: Final = (
     Rule(
         "batch",
         "jobs",
-        ("create", "delete", "get", "patch"),
-        "kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas",
+        ("create", "delete", "get", "list", "patch", "watch"),
+        "kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; "
+        "handlers.child_jobs: the kopf index (one watch) of child Jobs",
     ),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
     Rule(

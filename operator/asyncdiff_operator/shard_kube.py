@@ -3,8 +3,10 @@
 Why: the operator reconciles every live job every ``ASYNCDIFF_RECONCILE_INTERVAL`` (1 s); reading every pod's log
 on every reconcile (what a single-group job did) costs calls and bytes that grow with pods x log volume x jobs. Here:
 
-- every reconcile: one GET of the child Job. Its status says which shards completed (``completedIndexes``, exact
-  outputs via the shard plan), which failed, how many pods are active and how many failures were counted;
+- every reconcile: the child Job from the operator's own index of child Jobs (``handlers.child_jobs``, fed by one
+  watch of all child Jobs: no call per job; a GET only when the index has not seen a new Job yet). Its status says
+  which shards completed (``completedIndexes``, exact outputs via the shard plan), which failed, how many pods are
+  active and how many failures were counted;
 - once per ``progress_interval`` (``ASYNCDIFF_PROGRESS_INTERVAL``, default 10 s) and only while pods are active:
   one LIST of the pods of *one* shard (label ``batch.kubernetes.io/job-completion-index``: a few pods at most, its
   retries) and one bounded log tail (``LOG_TAIL_LINES`` lines, ``LOG_LIMIT_BYTES`` bytes) of its running pod. The
@@ -20,6 +22,7 @@ Workers need no API credentials: everything is read by the operator. The samplin
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,13 +49,6 @@ _SAMPLES: dict[str, _Sampling] = {}
 
 def forget(uid: str) -> None:
     _SAMPLES.pop(uid, None)
-
-
-def _cond(job: Any, ctype: str) -> Any | None:
-    for c in (job.status.conditions or []) if job.status else []:
-        if c.type == ctype and c.status == "True":
-            return c
-    return None
 
 
 def candidates(num_shards: int, parallelism: int, completed: set[int], failed: set[int]) -> list[int]:
@@ -131,6 +127,31 @@ def _final_event(namespace: str, selector: str) -> dict[str, Any] | None:
     return None
 
 
+def job_snapshot(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The part of a child Job a reconcile needs (what the ``child_jobs`` index keeps per Job)."""
+    spec = spec or {}
+    return {
+        "suspend": bool(spec.get("suspend")),
+        "parallelism": spec.get("parallelism"),
+        "status": dict(status or {}),
+    }
+
+
+def _read_snapshot(namespace: str, name: str) -> dict[str, Any] | None:
+    job = kube.read_job(namespace, name)
+    if job is None:
+        return None
+    raw: dict[str, Any] = kube.api_client().sanitize_for_serialization(job)  # type: ignore[no-untyped-call]
+    return job_snapshot(raw.get("spec"), raw.get("status"))
+
+
+def _true(status: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == ctype and c.get("status") == "True":
+            return dict(c)
+    return None
+
+
 def observe_sharded(
     namespace: str,
     cr_name: str,
@@ -139,32 +160,34 @@ def observe_sharded(
     status: dict[str, Any],
     num_shards: int,
     *,
+    cached: Mapping[str, Any] | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
     now: float | None = None,
 ) -> ShardObservation:
-    """One tick's view of a sharded job (see the module docstring for the calls it makes)."""
+    """One tick's view of a sharded job (see the module docstring for the calls it makes). ``cached``: the child
+    Job's snapshot from the operator's watch-fed index (``handlers.child_jobs``); without it, one GET."""
     now = time.time() if now is None else now
-    job = kube.read_job(namespace, child_name(cr_name, attempt))
-    if job is None:
+    snap = dict(cached) if cached is not None else _read_snapshot(namespace, child_name(cr_name, attempt))
+    if snap is None:
         return ShardObservation(job_found=False)
-    spec, jst = job.spec, job.status
-    completed = parse_indexes(jst.completed_indexes if jst else None)
-    failed_idx = parse_indexes(jst.failed_indexes if jst else None)
-    failed_cond = _cond(job, "Failed") or _cond(job, "FailureTarget")
-    complete = _cond(job, "Complete") is not None
-    active = int(jst.active or 0) if jst else 0
-    failed_pods = int(jst.failed or 0) if jst else 0
-    parallelism = int(spec.parallelism) if spec and spec.parallelism is not None else None
+    jst: Mapping[str, Any] = snap.get("status") or {}
+    completed = parse_indexes(jst.get("completedIndexes"))
+    failed_idx = parse_indexes(jst.get("failedIndexes"))
+    failed_cond = _true(jst, "Failed") or _true(jst, "FailureTarget")
+    complete = _true(jst, "Complete") is not None
+    active = int(jst.get("active") or 0)
+    failed_pods = int(jst.get("failed") or 0)
+    parallelism = int(snap["parallelism"]) if snap.get("parallelism") is not None else None
     selector = f"{LABEL_JOB}={cr_name},{LABEL_ATTEMPT}={attempt}"
     failure = None
     if failed_pods > int(status.get("failedPods") or 0) or failed_cond is not None:
         failure = _newest_failure(namespace, selector)
     obs = ShardObservation(
-        suspended=bool(spec.suspend) if spec else False,
-        started=bool(jst and jst.start_time),
+        suspended=bool(snap.get("suspend")),
+        started=bool(jst.get("startTime")),
         complete=complete,
-        failed_reason=failed_cond.reason if failed_cond is not None else None,
-        failed_message=(failed_cond.message or "") if failed_cond is not None else "",
+        failed_reason=str(failed_cond.get("reason") or "") if failed_cond is not None else None,
+        failed_message=str(failed_cond.get("message") or "") if failed_cond is not None else "",
         completed=frozenset(completed),
         failed_indexes=frozenset(failed_idx),
         active=active,

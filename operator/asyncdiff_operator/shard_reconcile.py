@@ -9,7 +9,7 @@ is repaired by the next tick.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -24,6 +24,24 @@ from asyncdiff_operator.shard_job import queued_by_kueue
 from asyncdiff_operator.shard_kube import observe_sharded
 from asyncdiff_operator.shard_status import ShardDecision, ShardObservation, decide_sharded, layout_status
 from asyncdiff_operator.status import now_iso
+
+_INDEX: list[Mapping[Any, Any]] = []
+
+
+def use_index(index: Mapping[Any, Any]) -> None:
+    """Remember kopf's live index of child Jobs (``handlers.child_jobs``; the same object on every call)."""
+    if not _INDEX or _INDEX[0] is not index:
+        _INDEX[:] = [index]
+
+
+def cached_job(namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The indexed snapshot of a child Job, or None when the index has not seen it (yet)."""
+    if not _INDEX:
+        return None
+    store = _INDEX[0].get((namespace, name))
+    for snapshot in store or ():
+        return dict(snapshot)
+    return None
 
 
 def patch_parallelism(namespace: str, job: str, parallelism: int) -> None:
@@ -64,7 +82,15 @@ def reconcile_sharded(
     observe = attempts > 0 and not policy.suspend and status.get("phase") != "Suspended"
     obs = (
         observe_sharded(
-            namespace, name, uid, attempts, status, layout.plan.num_shards, progress_interval=progress_interval, now=now
+            namespace,
+            name,
+            uid,
+            attempts,
+            status,
+            layout.plan.num_shards,
+            cached=cached_job(namespace, child_name(name, attempts)),
+            progress_interval=progress_interval,
+            now=now,
         )
         if observe
         else ShardObservation()

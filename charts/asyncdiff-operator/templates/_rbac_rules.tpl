@@ -5,10 +5,10 @@
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "delete"]
-# kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas
+# kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; handlers.child_jobs: the kopf index (one watch) of child Jobs
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "delete", "get", "patch"]
+  verbs: ["create", "delete", "get", "list", "patch", "watch"]
 # kube.create_if_absent: the headless Service of a multi-node job
 - apiGroups: [""]
   resources: ["services"]
