@@ -77,7 +77,10 @@ def test_sd15_model_from_s3_outputs_to_s3_and_a_rerun_is_idempotent(
 
     expected_keys = [f"results/tiny-sd/outputs/0000{i}-p000{i // 2}.png" for i in range(4)]
     objects = listing(s3, bucket, "results/")
-    assert sorted(objects) == ["results/tiny-sd/manifest.json", *expected_keys]
+    markers = [k for k in objects if k.startswith("results/tiny-sd/_shards/")]
+    assert len(markers) == 1 and markers[0].endswith("/00000.json")  # one shard, one marker of this run
+    assert sorted(set(objects) - set(markers)) == ["results/tiny-sd/manifest.json", *expected_keys]
+    assert manifest.rendered == 4 and {o.attempt for o in manifest.outputs} == {1}
     assert [o.uri for o in manifest.outputs] == [f"s3://{bucket}/{k}" for k in expected_keys]
     for record, key in zip(manifest.outputs, expected_keys, strict=True):
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -103,13 +106,17 @@ def test_sd15_model_from_s3_outputs_to_s3_and_a_rerun_is_idempotent(
     assert len(cache) == 1 and (cache[0] / "model_index.json").is_file()
     cached_at = (cache[0] / ".asyncdiff-complete.json").stat().st_mtime
 
-    # the same job again: same keys, nothing duplicated, a consistent manifest, the cached model reused
-    code2, manifest2, _ = run_job(job_path, quiet=True)
-    assert code2 == 0 and manifest2 is not None
-    assert sorted(listing(s3, bucket, "results/")) == sorted(objects)
-    assert [(o.uri, o.seed, o.sha256) for o in manifest2.outputs] == [
-        (o.uri, o.seed, o.sha256) for o in manifest.outputs
-    ]
+    # the same job again: every output reused (nothing rendered, the model not even loaded), the same records,
+    # the previous run's marker replaced by this run's
+    code2, manifest2, result2 = run_job(job_path, quiet=True)
+    assert code2 == 0 and manifest2 is not None and result2 is not None
+    again = listing(s3, bucket, "results/")
+    markers2 = [k for k in again if k.startswith("results/tiny-sd/_shards/")]
+    assert len(markers2) == 1 and markers2 != markers
+    assert sorted(set(again) - set(markers2)) == sorted(set(objects) - set(markers))
+    assert manifest2.rendered == 0 and manifest2.job.run_id != manifest.job.run_id
+    assert [o.model_dump() for o in manifest2.outputs] == [o.model_dump() for o in manifest.outputs]
+    assert "loading" not in [e.get("phase") for e in result2.events]
     assert manifest2.job.uid == manifest.job.uid
     assert (cache[0] / ".asyncdiff-complete.json").stat().st_mtime == cached_at
 

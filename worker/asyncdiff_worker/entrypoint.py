@@ -20,11 +20,13 @@ import time
 import traceback
 from pathlib import Path
 
+from asyncdiff_worker.completion import clear_foreign_manifest
 from asyncdiff_worker.errors import SpecError, classify
 from asyncdiff_worker.exit_codes import ExitCode, Failure, write_exit_record, write_termination_log
-from asyncdiff_worker.keys import JobLayout, job_identity
+from asyncdiff_worker.keys import JobLayout, WorkerSlot, job_identity
 from asyncdiff_worker.preflight import preflight
 from asyncdiff_worker.progress import ProgressReporter
+from asyncdiff_worker.shards import plan_shards
 from asyncdiff_worker.spec import load_job_file, parse_location
 from asyncdiff_worker.storage import Storage
 from asyncdiff_worker.storage.model_cache import resolve_model
@@ -69,6 +71,10 @@ def run_rank(argv: list[str] | None = None) -> int:
             ]
         )
     identity = job_identity(job, Path(args.spec), args.job_name)
+    try:
+        slot = WorkerSlot.from_env(identity)
+    except ValueError as exc:
+        raise SpecError([str(exc)]) from exc
     layout = JobLayout.for_job(spec.output.uri, identity)
     storage = Storage.for_output(spec.output)
     reporter = ProgressReporter(identity.name, steps=spec.generation.steps, enabled=rank == 0)
@@ -80,30 +86,45 @@ def run_rank(argv: list[str] | None = None) -> int:
         family=spec.model.family,
         devices=spec.devices,
         root=layout.root.uri,
+        shard=slot.shard_index,
+        attempt=identity.attempt,
+        indexRetry=slot.index_retry,
     )
     reporter.start_heartbeat()
     reporter.phase("preparing")
     prepared = preflight(spec, storage, layout if rank == 0 else None)
-    reporter.set_totals(len(prepared.outputs), spec.generation.steps)
-    if rank == 0:
-        storage.delete(layout.manifest)  # the manifest is the commit marker: an old one must not outlive a rerun
-    model_start = time.time()
-    if any(parse_location(s).is_s3 for s in (spec.model.source, spec.model.controlnet, spec.model.motion_adapter) if s):
-        reporter.phase("downloading")
-
-    def downloaded(done: int, total: int) -> None:
-        reporter.emit("download", bytesDone=done, bytesTotal=total)
-
-    model_dir = resolve_model(spec.model.source, storage, on_download=downloaded)
-    controlnet = (
-        resolve_model(spec.model.controlnet, storage, field="spec.model.controlnet") if spec.model.controlnet else None
+    plan = plan_shards(spec)
+    shard_total = (
+        len(plan.outputs_of(slot.shard_index, len(prepared.outputs)))
+        if slot.shard_index is not None and slot.shard_index < plan.num_shards
+        else len(prepared.outputs)
     )
-    adapter = (
-        resolve_model(spec.model.motion_adapter, storage, field="spec.model.motionAdapter")
-        if spec.model.motion_adapter
-        else None
-    )
-    from asyncdiff_worker.runner import RunContext, run
+    reporter.set_totals(shard_total, spec.generation.steps)
+    if rank == 0:  # the manifest is the commit marker: another run's must not outlive this one's start
+        clear_foreign_manifest(storage, layout, slot.run_id)
+
+    def resolve_models() -> ModelDirs:
+        sources = (spec.model.source, spec.model.controlnet, spec.model.motion_adapter)
+        if any(parse_location(s).is_s3 for s in sources if s):
+            reporter.phase("downloading")
+
+        def downloaded(done: int, total: int) -> None:
+            reporter.emit("download", bytesDone=done, bytesTotal=total)
+
+        model_dir = resolve_model(spec.model.source, storage, on_download=downloaded)
+        controlnet = (
+            resolve_model(spec.model.controlnet, storage, field="spec.model.controlnet")
+            if spec.model.controlnet
+            else None
+        )
+        adapter = (
+            resolve_model(spec.model.motion_adapter, storage, field="spec.model.motionAdapter")
+            if spec.model.motion_adapter
+            else None
+        )
+        return ModelDirs(model_dir, controlnet, adapter)
+
+    from asyncdiff_worker.runner import ModelDirs, RunContext, run
 
     manifest = run(
         RunContext(
@@ -112,13 +133,12 @@ def run_rank(argv: list[str] | None = None) -> int:
             layout=layout,
             storage=storage,
             prepared=prepared,
-            model_dir=model_dir,
-            controlnet_dir=controlnet,
-            motion_adapter_dir=adapter,
+            resolve_models=resolve_models,
             reporter=reporter,
             rank=rank,
+            world=world,
+            slot=slot,
             process_start=started,
-            model_start=model_start,
         )
     )
     if manifest is not None:
@@ -128,7 +148,10 @@ def run_rank(argv: list[str] | None = None) -> int:
             secondsPerOutput=manifest.timings.seconds_per_output,
             startupSeconds=manifest.timings.startup_seconds,
             totalSeconds=manifest.timings.total_seconds,
+            rendered=manifest.rendered,
         )
+    else:
+        reporter.done(shard=slot.shard_index)
     _shutdown_process_group()
     return 0
 

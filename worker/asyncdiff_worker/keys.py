@@ -2,8 +2,14 @@
 
 Why deterministic: a retried attempt of the same job must write to exactly the same keys, so it overwrites instead
 of duplicating, and the manifest (the commit marker) sits at a fixed place that the operator and ``asyncdiff
-fetch`` can find. Layout under ``<output uri>/<job name>/``: ``outputs/<index>-p<prompt>.<ext>`` and
-``manifest.json``.
+fetch`` can find. Layout under ``<output uri>/<job name>/``: ``outputs/<index>-p<prompt>.<ext>``,
+``_shards/<run key>/<shard>.json`` (one marker per finished shard of one run) and ``manifest.json``.
+
+Who renders: ``WorkerSlot`` reads the process contract the operator (or ``asyncdiff run``) sets:
+``ASYNCDIFF_SHARD_INDEX`` (the Indexed Job's completion index: render that shard only; absent: every shard, one
+after another, or the shards claimed from ``ASYNCDIFF_SHARD_QUEUE``), ``ASYNCDIFF_INDEX_RETRY`` (the pod's
+``batch.kubernetes.io/job-index-failure-count``), ``ASYNCDIFF_RUN_ID`` (default ``<uid>/<attempt>``: shard markers
+of one run only count together) and ``ASYNCDIFF_POD_NAME`` / ``HOSTNAME`` plus ``ASYNCDIFF_GROUP`` (who rendered).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +27,7 @@ from asyncdiff_worker.spec.uris import Location, parse_location
 
 MANIFEST_NAME = "manifest.json"
 OUTPUTS_DIR = "outputs"
+SHARDS_DIR = "_shards"
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "mp4": "mp4"}
 
@@ -59,6 +67,47 @@ def job_identity(job: AsyncDiffJob, spec_path: Path | None = None, name: str | N
     return JobIdentity(name=chosen, uid=uid, namespace=job.metadata.namespace, attempt=attempt)
 
 
+def _env_int(name: str, default: int | None, low: int) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"${name}: {raw!r} is not an integer") from exc
+    if value < low:
+        raise ValueError(f"${name}: {value} is less than {low}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """Which shards this process group renders, and how its outputs are attributed."""
+
+    shard_index: int | None
+    """The one shard to render (operator); None: every shard, or those claimed from ``queue``."""
+    index_retry: int
+    """How often this shard index failed before (the pod's job-index-failure-count annotation)."""
+    run_id: str
+    rendered_by: str
+    """Pod name (or host name), with ``/group-<n>`` for a local replica."""
+    queue: Path | None = None
+    """A local folder of shard claims shared by the groups of ``asyncdiff run`` (``ASYNCDIFF_SHARD_QUEUE``)."""
+
+    @classmethod
+    def from_env(cls, identity: JobIdentity) -> WorkerSlot:
+        """Read the process contract from the environment; raises ``ValueError`` naming a bad variable."""
+        shard = _env_int("ASYNCDIFF_SHARD_INDEX", None, 0)
+        retry = _env_int("ASYNCDIFF_INDEX_RETRY", 0, 0) or 0
+        run_id = os.environ.get("ASYNCDIFF_RUN_ID") or f"{identity.uid}/{identity.attempt}"
+        who = os.environ.get("ASYNCDIFF_POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname() or "local"
+        group = os.environ.get("ASYNCDIFF_GROUP")
+        if group:
+            who = f"{who}/group-{group}"
+        queue = os.environ.get("ASYNCDIFF_SHARD_QUEUE")
+        return cls(shard, retry, run_id, who, Path(queue) if queue and shard is None else None)
+
+
 @dataclass(frozen=True)
 class JobLayout:
     """Where each object of one job goes."""
@@ -76,6 +125,17 @@ class JobLayout:
     @property
     def outputs(self) -> Location:
         return self.root.child(OUTPUTS_DIR)
+
+    @property
+    def shards(self) -> Location:
+        return self.root.child(SHARDS_DIR)
+
+    def shard_markers(self, run_key: str) -> Location:
+        """The folder of one run's shard markers."""
+        return self.shards.child(run_key)
+
+    def shard_marker(self, run_key: str, index: int) -> Location:
+        return self.shard_markers(run_key).child(f"{index:05d}.json")
 
     def output(self, index: int, prompt_index: int, fmt: str) -> Location:
         return self.outputs.child(f"{index:05d}-p{prompt_index:04d}.{EXTENSIONS[fmt]}")

@@ -102,9 +102,12 @@ def run_torchrun(
     master_port: int | None = None,
     on_line: Callable[[str, dict[str, Any] | None], None] | None = None,
     env: dict[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> LaunchResult:
     """Run torchrun to completion. With ``on_line`` the children's stdout is read line by line (and passed on to
-    ``on_line`` with its parsed progress event, if any); otherwise it goes straight to this process's stdout."""
+    ``on_line`` with its parsed progress event, if any); otherwise it goes straight to this process's stdout.
+    ``on_start`` gets the torchrun process (its own process group) as soon as it exists, so a caller running
+    several groups from threads can stop them all."""
     start = time.monotonic()
     result = LaunchResult(0, None, 0, 0.0)
     with tempfile.TemporaryDirectory(prefix="asyncdiff-exit-") as tmp:
@@ -118,6 +121,8 @@ def run_torchrun(
             bufsize=1,
             start_new_session=True,
         )
+        if on_start is not None:
+            on_start(proc)
         interrupted = threading.Event()
 
         def forward(signum: int, _frame: FrameType | None) -> None:

@@ -4,21 +4,37 @@ Why: the same YAML a user gives ``kubectl apply`` should run locally, for trying
 validates the manifest (every wrong field at once), runs the preflight checks, starts torchrun with
 modelN + stride - 1 processes (gloo on CPU, NCCL on local GPUs), shows progress (a bar on a terminal, one line per
 output otherwise) and prints the output URIs from the result manifest. The exit code is the worker's.
+
+Replicas: ``spec.parallelism.replicas`` groups (clamped to the shards) run at once, each its own torchrun, and take
+shards from a claim folder they share, so a fast group does more of them; with local GPUs each group gets its own
+slice of ``CUDA_VISIBLE_DEVICES`` when there are enough. Every invocation is a new run (``ASYNCDIFF_RUN_ID``):
+outputs already stored for the same pixels are reused, not rendered again. If a group fails the others finish their
+shards (so a rerun has less to do) and the first failure is the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
 from asyncdiff_worker.errors import SpecError, WorkerError, classify
-from asyncdiff_worker.exit_codes import ExitCode
+from asyncdiff_worker.exit_codes import ExitCode, Failure
 from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.launch import LaunchResult, check_before_launch, free_port, run_torchrun, validate
 from asyncdiff_worker.manifest import ResultManifest, read_manifest
 from asyncdiff_worker.progress import render_bar
+from asyncdiff_worker.shards import plan_shards
 from asyncdiff_worker.storage import Storage
 
 
@@ -32,14 +48,15 @@ class _Display:
         self.quiet = quiet
         self._bar_open = False
 
-    def __call__(self, line: str, event: dict[str, Any] | None) -> None:
+    def __call__(self, line: str, event: dict[str, Any] | None, group: int | None = None) -> None:
+        tag = f"[group {group}] " if group is not None else ""
         if event is None:
             if not self.quiet:
                 self._end_bar()
-                print(line, file=sys.stderr, flush=True)
+                print(tag + line, file=sys.stderr, flush=True)
             return
         if self.json_lines:
-            print(line, file=self.out, flush=True)
+            print(line if group is None else line.rstrip("}") + f',"group":{group}}}', file=self.out, flush=True)
             return
         kind = event.get("asyncdiff")
         if self.tty:
@@ -51,13 +68,19 @@ class _Display:
         if kind == "output" and not self.quiet:
             record = event.get("record", {})
             print(
-                f"  [{event.get('outputsDone')}/{event.get('outputsTotal')}] {record.get('uri')} "
+                f"  {tag}[{event.get('outputsDone')}/{event.get('outputsTotal')}] {record.get('uri')} "
                 f"({record.get('bytes')} bytes, {record.get('seconds')} s)",
                 file=self.out,
                 flush=True,
             )
         elif kind == "phase" and not self.quiet:
-            print(f"  {event.get('phase')}...", file=self.out, flush=True)
+            print(f"  {tag}{event.get('phase')}...", file=self.out, flush=True)
+        elif kind == "reused" and event.get("count") and not self.quiet:
+            print(
+                f"  {tag}shard {event.get('shard')}: {event.get('count')} output(s) already stored, reused",
+                file=self.out,
+                flush=True,
+            )
 
     def _end_bar(self) -> None:
         if self._bar_open:
@@ -78,6 +101,73 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _gpu_slices(groups: int, per_group: int) -> list[str] | None:
+    """``CUDA_VISIBLE_DEVICES`` for each group when the machine has enough GPUs for all of them, else None."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+    elif shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+        ids = [str(i) for i, line in enumerate(listed.splitlines()) if line.startswith("GPU ")]
+    else:
+        return None
+    if len(ids) < groups * per_group:
+        return None
+    return [",".join(ids[g * per_group : (g + 1) * per_group]) for g in range(groups)]
+
+
+def _run_groups(
+    job_path: Path, groups: int, per_group: int, job_name: str, display: _Display
+) -> tuple[LaunchResult, bool]:
+    """Run ``groups`` torchrun groups at once (threads); returns the first failed result (or the last one) and
+    whether a signal stopped them."""
+    run_id = uuid.uuid4().hex
+    procs: list[subprocess.Popen[str]] = []
+    results: list[LaunchResult | None] = [None] * groups
+    lock = threading.Lock()
+    gpus = _gpu_slices(groups, per_group) if groups > 1 else None
+    with tempfile.TemporaryDirectory(prefix="asyncdiff-shards-") as queue:
+
+        def one(g: int) -> None:
+            env = {"ASYNCDIFF_RUN_ID": run_id}
+            if groups > 1:
+                env.update(ASYNCDIFF_SHARD_QUEUE=queue, ASYNCDIFF_GROUP=str(g))
+            if gpus is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[g]
+
+            def started(proc: subprocess.Popen[str]) -> None:
+                with lock:
+                    procs.append(proc)
+
+            def line(text: str, event: dict[str, Any] | None) -> None:
+                with lock:
+                    display(text, event, group=g if groups > 1 else None)
+
+            results[g] = run_torchrun(
+                job_path, per_group, job_name=job_name, master_port=free_port(), on_line=line, env=env, on_start=started
+            )
+
+        threads = [threading.Thread(target=one, args=(g,), name=f"asyncdiff-group-{g}") for g in range(groups)]
+        interrupted = False
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            interrupted = True
+            with lock:
+                for proc in procs:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+            for thread in threads:
+                thread.join()
+    done = [r for r in results if r is not None]
+    failed = sorted((r for r in done if r.failure is not None), key=lambda r: r.failure.ts if r.failure else 0.0)
+    return (failed[0] if failed else done[-1]), interrupted
+
+
 def run_job(
     job_path: Path,
     *,
@@ -92,6 +182,7 @@ def run_job(
     try:
         job = validate(job_path)
         spec = job.spec
+        shard_plan = plan_shards(spec)
         if nproc is not None and nproc != spec.devices:
             raise SpecError(
                 [
@@ -111,18 +202,23 @@ def run_job(
         return failure.code, None, None
 
     layout = JobLayout.for_job(spec.output.uri, identity)
+    groups = shard_plan.replicas
     if not quiet and not json_lines:
         print(
-            f"asyncdiff run: {identity.name}: {spec.model.family}, {spec.devices} processes "
-            f"(modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}) -> {layout.root.uri}",
+            f"asyncdiff run: {identity.name}: {spec.model.family}, {groups} group(s) x {spec.devices} processes "
+            f"(modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}), {shard_plan.num_shards} "
+            f"shard(s) -> {layout.root.uri}",
             file=stream,
             flush=True,
         )
+        if shard_plan.clamped:
+            print(f"  {shard_plan.reason}", file=stream, flush=True)
     display = _Display(stream, json_lines=json_lines, quiet=quiet)
-    result = run_torchrun(
-        job_path.resolve(), spec.devices, job_name=identity.name, master_port=free_port(), on_line=display
-    )
+    result, interrupted = _run_groups(job_path.resolve(), groups, spec.devices, identity.name, display)
     display.finish()
+    if interrupted:
+        result.failure = Failure(int(ExitCode.INTERRUPTED), "interrupted by a signal", None, time.time())
+        result.code = result.failure.code
     if result.failure is not None:
         print(f"asyncdiff run: {result.failure.line()}", file=sys.stderr)
         return result.code, None, result
@@ -139,7 +235,8 @@ def run_job(
         print(f"manifest: {layout.manifest.uri}", file=stream)
         t = manifest.timings
         print(
-            f"done in {result.seconds:.1f} s: start-up {t.startup_seconds:.1f} s, "
+            f"done in {result.seconds:.1f} s: {manifest.rendered} rendered, "
+            f"{len(manifest.outputs) - (manifest.rendered or 0)} reused; start-up {t.startup_seconds:.1f} s, "
             f"{t.seconds_per_output:.2f} s per output",
             file=stream,
             flush=True,

@@ -1,9 +1,12 @@
 """The result manifest: the JSON record of a finished job, written last as its commit marker.
 
 Why last and why this content: a job succeeded if and only if ``<output uri>/<job>/manifest.json`` exists, so the
-operator, ``asyncdiff fetch`` and users never see a half-finished result as done (a retried attempt deletes a stale
-manifest before it starts writing). It lists every output with its checksum and seed (to verify and reproduce it),
-the exact configuration, the software versions, AsyncDiff's split plan and the timings.
+operator, ``asyncdiff fetch`` and users never see a half-finished result as done (a new run deletes a stale manifest
+of another run before it starts writing). With shards, whichever process finds every shard marker of its run written
+assembles the manifest from those markers (``completion.py``), so several finishers write the same content; every
+output is listed exactly once with the attempt and pod that rendered it. It lists every output with its checksum and
+seed (to verify and reproduce it), the exact configuration, the software versions, AsyncDiff's split plan and the
+timings.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ class OutputRecord(_Model):
     width: int
     height: int
     frames: int | None = None
+    shard: int = Field(default=0, description="The shard this output belongs to.")
+    attempt: int = Field(default=1, description="The job attempt that rendered it (not the one that reused it).")
+    index_retry: int = Field(default=0, description="The shard's index retry (failures of its pods before) then.")
+    rendered_by: str = Field(default="", description="The pod (or host/group) that rendered it.")
+    rendered_at: str = Field(default="", description="When its pipeline call started (ISO 8601 UTC).")
+    pixel_hash: str = Field(default="", description="What a rerun compares to reuse it (asyncdiff_worker.shards).")
 
 
 class JobInfo(_Model):
@@ -54,6 +63,7 @@ class JobInfo(_Model):
     uid: str
     namespace: str | None = None
     attempt: int = 1
+    run_id: str = Field(default="", description="The run whose shard markers this manifest was assembled from.")
 
 
 class Timings(_Model):
@@ -90,6 +100,8 @@ class ResultManifest(_Model):
     stats: dict[str, Any] | None = Field(default=None, description="AsyncDiff's communication statistics.")
     runtime: Runtime
     timings: Timings
+    shards: dict[str, Any] | None = Field(default=None, description="The shard plan (asyncdiff_worker.shards).")
+    rendered: int | None = Field(default=None, description="Outputs rendered by this run (the rest were reused).")
 
     def to_json(self) -> bytes:
         return (self.model_dump_json(by_alias=True, indent=2) + "\n").encode()

@@ -5,14 +5,16 @@ worker (least privilege: the worker never talks to the Kubernetes API). Every li
 ``{"asyncdiff": <event>`` and carries the whole current state, so a reader can take the last line it sees.
 
 Events: ``start``, ``phase``, ``progress`` (a denoising step, at most one per ``ASYNCDIFF_PROGRESS_INTERVAL``
-seconds, default 1), ``output`` (an output stored), ``heartbeat`` (every ``ASYNCDIFF_HEARTBEAT_SECONDS``, default
-15, from a thread), ``done`` and ``error``. State fields in every line: ``ts``, ``job``, ``phase``,
-``outputsDone``, ``outputsTotal``, ``output`` (current index), ``step``, ``steps``, ``lastProgressTs``.
+seconds, default 1), ``output`` (an output stored), ``reused`` (outputs of a shard already stored for the same
+pixels, with ``count``), ``shard`` (a shard's marker written: ``shard``, ``shards``, ``rendered``, ``reused``),
+``heartbeat`` (every ``ASYNCDIFF_HEARTBEAT_SECONDS``, default 15, from a thread), ``done`` and ``error``. State
+fields in every line: ``ts``, ``job``, ``phase``, ``outputsDone``, ``outputsTotal``, ``output`` (current index),
+``step``, ``steps``, ``lastProgressTs``.
 
 Stall detection: heartbeats keep coming while the process lives, but ``lastProgressTs`` only moves when real
 progress happens (a step, an output, a phase change, download progress); a hung collective shows as a growing
-``ts - lastProgressTs``. ``$ASYNCDIFF_PROGRESS_FILE``, if set, always holds the latest line (replaced atomically).
-When stdout is a terminal a human progress bar is drawn instead of JSON (``ASYNCDIFF_PROGRESS=json`` forces JSON).
+``ts - lastProgressTs``. ``$ASYNCDIFF_PROGRESS_FILE``, if set, always holds the latest line (replaced atomically). When
+stdout is a terminal a human progress bar is drawn instead of JSON (``ASYNCDIFF_PROGRESS=json`` forces JSON).
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ class ProgressReporter:
     def output_done(self, record: dict[str, Any]) -> None:
         self.state["outputsDone"] = int(self.state["outputsDone"]) + 1
         self.emit("output", record=record)
+
+    def outputs_reused(self, count: int, **fields: Any) -> None:
+        """``count`` outputs were already stored for the same pixels (resume): done without rendering."""
+        self.state["outputsDone"] = int(self.state["outputsDone"]) + count
+        self.emit("reused", count=count, **fields)
 
     def done(self, **fields: Any) -> None:
         self.state["phase"] = "done"

@@ -1,5 +1,6 @@
-"""The generation loop of one rank: load the pipeline, wrap it with AsyncDiff, produce every output, and on rank 0
-encode, upload and finally write the manifest.
+"""The generation loop of one rank: for each shard of its group, reuse the outputs already stored for the same
+pixels, load the pipeline (once, and only if something is left to render), render the rest with AsyncDiff, and on
+rank 0 encode, upload, write the shard marker and, if the job's last shard is done, the manifest.
 
 Why separate from the entry point: this is the only worker module that imports torch, diffusers and the AsyncDiff
 library, so everything before it (spec, inputs, storage checks) runs and fails fast without paying for them.
@@ -7,39 +8,54 @@ library, so everything before it (spec, inputs, storage checks) runs and fails f
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from asyncdiff import AsyncDiff
+from asyncdiff.comm import DEFAULT_TIMEOUT_S, ensure_process_group
 from asyncdiff.errors import AsyncDiffError
 from asyncdiff.loading import load_pipeline
 from PIL import Image
 
 from asyncdiff_worker.calls import OutputItem, call_kwargs, is_video, output_format, uses_img2img
+from asyncdiff_worker.completion import (
+    ShardMarker,
+    ShardTimings,
+    finish_if_complete,
+    prune_other_runs,
+    run_key,
+    write_marker,
+)
 from asyncdiff_worker.encode import CONTENT_TYPES, encode_image, encode_video
 from asyncdiff_worker.errors import ModelCorrupt, WorkerError
-from asyncdiff_worker.keys import JobIdentity, JobLayout
-from asyncdiff_worker.manifest import (
-    JobInfo,
-    OutputRecord,
-    ResultManifest,
-    Runtime,
-    Timings,
-    software_versions,
-    write_manifest,
-)
+from asyncdiff_worker.keys import JobIdentity, JobLayout, WorkerSlot
+from asyncdiff_worker.manifest import OutputRecord, ResultManifest, Runtime, software_versions
 from asyncdiff_worker.preflight import Prepared
 from asyncdiff_worker.progress import ProgressReporter
+from asyncdiff_worker.resume import Rendering, output_metadata, record_from_metadata, reusable
+from asyncdiff_worker.shard_source import shards_for
+from asyncdiff_worker.shards import output_hash, pixel_hash, plan_shards
 from asyncdiff_worker.spec.models import JobSpec
-from asyncdiff_worker.storage import PutResult, Storage
+from asyncdiff_worker.storage import ObjectInfo, PutResult, Storage
 from asyncdiff_worker.uploader import Uploader
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    """Local folders of the pipeline and its optional components (downloaded first for s3:// sources)."""
+
+    model: Path
+    controlnet: Path | None = None
+    motion_adapter: Path | None = None
 
 
 @dataclass
@@ -49,13 +65,13 @@ class RunContext:
     layout: JobLayout
     storage: Storage
     prepared: Prepared
-    model_dir: Path
-    controlnet_dir: Path | None
-    motion_adapter_dir: Path | None
+    resolve_models: Callable[[], ModelDirs]
+    """Called only when the group has something to render (a fully resumed shard downloads nothing)."""
     reporter: ProgressReporter
     rank: int
+    world: int
+    slot: WorkerSlot
     process_start: float
-    model_start: float
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -75,18 +91,18 @@ def quiet_libraries() -> None:
     tlog.set_verbosity_error()
 
 
-def load(ctx: RunContext) -> Any:
+def load(ctx: RunContext, dirs: ModelDirs) -> Any:
     """Load the pipeline; any failure that is not a user or memory error means the model folder is corrupt."""
     spec = ctx.spec
     quiet_libraries()
     try:
         return load_pipeline(
             spec.model.family,
-            ctx.model_dir,
+            dirs.model,
             dtype=_dtype(spec.model.dtype),
             img2img=uses_img2img(spec),
-            controlnet=str(ctx.controlnet_dir) if ctx.controlnet_dir else None,
-            motion_adapter=str(ctx.motion_adapter_dir) if ctx.motion_adapter_dir else None,
+            controlnet=str(dirs.controlnet) if dirs.controlnet else None,
+            motion_adapter=str(dirs.motion_adapter) if dirs.motion_adapter else None,
         )
     except (WorkerError, AsyncDiffError, MemoryError, torch.OutOfMemoryError):
         raise
@@ -118,18 +134,36 @@ def _frames(result: Any) -> list[Image.Image]:
     return list(frames)
 
 
-def run(ctx: RunContext) -> ResultManifest | None:
-    """Generate every output. Returns the manifest on rank 0 (after writing it), None on other ranks."""
-    spec, reporter, rank = ctx.spec, ctx.reporter, ctx.rank
-    reporter.phase("loading")
-    pipe = load(ctx)
-    first_step: list[float] = []
+class _Group:
+    """The ranks of one generation group agree on rank 0's decisions (which shard, which outputs to render)."""
 
-    def on_step(step: int) -> None:
-        if not first_step:
-            first_step.append(time.time())
-        reporter.step(step)
+    def __init__(self, world: int) -> None:
+        self.world = world
+        if world > 1:  # the same default group AsyncDiff will use (NCCL on GPUs, gloo on CPUs)
+            ensure_process_group(None, DEFAULT_TIMEOUT_S)
 
+    def share(self, value: Any) -> Any:
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+@dataclass
+class _Loaded:
+    pipe: Any
+    ad: Any
+    hooks: dict[str, Any]
+    seconds: float
+
+
+def _load_pipeline(ctx: RunContext, on_step: Any) -> _Loaded:
+    spec = ctx.spec
+    start = time.time()
+    dirs = ctx.resolve_models()
+    ctx.reporter.phase("loading")
+    pipe = load(ctx, dirs)
     hooks = _step_callback_kwargs(pipe, on_step)  # before AsyncDiff swaps the pipeline's class
     ad = AsyncDiff(
         pipe,
@@ -138,69 +172,158 @@ def run(ctx: RunContext) -> ResultManifest | None:
         warm_up=spec.parallelism.warm_up,
         time_shift=spec.parallelism.time_shift,
     )
-    model_seconds = time.time() - ctx.model_start
+    return _Loaded(pipe, ad, hooks, time.time() - start)
+
+
+def inputs_digest(images: dict[str, Image.Image]) -> str:
+    """A digest of the decoded input images (folded into the pixel hash: an image replaced in place counts)."""
+    digest = hashlib.sha256()
+    for name in sorted(images):
+        image = images[name]
+        digest.update(f"{name}:{image.mode}:{image.size}\n".encode())
+        digest.update(image.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def run(ctx: RunContext) -> ResultManifest | None:
+    """Render this group's shards: reuse outputs stored for the same pixels, render the rest, write a marker per
+    shard, and write the manifest if this group finished the job's last shard. Returns the manifest when this
+    process wrote it (rank 0), else None."""
+    spec, reporter, rank, slot = ctx.spec, ctx.reporter, ctx.rank, ctx.slot
+    group = _Group(ctx.world)
+    plan = plan_shards(spec)
+    total = len(ctx.prepared.outputs)
+    job_hash = pixel_hash(spec, extra=inputs_digest(ctx.prepared.images))
+    key = run_key(slot.run_id, job_hash, plan)
     fmt = output_format(spec)
     video = is_video(spec)
-    uploader = Uploader(ctx.storage) if rank == 0 else None
+    first_step: list[float] = []
+
+    def on_step(step: int) -> None:
+        if not first_step:
+            first_step.append(time.time())
+        reporter.step(step)
+
+    loaded: _Loaded | None = None
+    source = shards_for(slot, plan.num_shards) if rank == 0 else None
+    while True:
+        index = group.share(next(source, None) if source is not None else None)
+        if index is None:
+            break
+        shard_start = time.time()
+        items = [ctx.prepared.outputs[i] for i in plan.outputs_of(index, total)]
+        reused: dict[int, OutputRecord] = {}
+        if rank == 0:
+            reporter.phase("checking", shard=index, shards=plan.num_shards)
+            for item in items:
+                record = reusable(
+                    ctx.storage,
+                    ctx.layout.output(item.index, item.prompt_index, fmt),
+                    item,
+                    output_hash(job_hash, item.prompt, item.negative, item.seed),
+                    fmt=fmt,
+                    content_type=CONTENT_TYPES[fmt],
+                )
+                if record is not None:
+                    reused[item.index] = record
+            reporter.outputs_reused(len(reused), shard=index, shardOutputs=len(items))
+        todo_indices: list[int] = group.share([item.index for item in items if item.index not in reused])
+        todo = [item for item in items if item.index in set(todo_indices)]
+        model_seconds = 0.0
+        if todo and loaded is None:
+            loaded = _load_pipeline(ctx, on_step)
+            model_seconds = loaded.seconds
+        records, gen_seconds, upload_wait = (
+            _render(ctx, loaded, todo, index, job_hash, fmt, video) if todo and loaded else ({}, 0.0, 0.0)
+        )
+        if rank != 0:
+            continue
+        records.update(reused)
+        ad = loaded.ad if loaded is not None else None
+        plan_obj = getattr(ad, "plan", None)
+        marker = ShardMarker(
+            run_id=slot.run_id,
+            run_key=key,
+            pixel_hash=job_hash,
+            shard=index,
+            num_shards=plan.num_shards,
+            attempt=ctx.identity.attempt,
+            index_retry=slot.index_retry,
+            rendered_by=slot.rendered_by,
+            rendered=len(todo),
+            outputs=[records[i] for i in sorted(records)],
+            timings=ShardTimings(
+                started_at=_iso(shard_start),
+                finished_at=_iso(time.time()),
+                startup_seconds=round(first_step[0] - ctx.process_start, 3) if first_step and todo else None,
+                model_seconds=round(model_seconds, 3),
+                generate_seconds=round(gen_seconds, 3),
+                upload_wait_seconds=round(upload_wait, 3),
+            ),
+            runtime=Runtime(
+                world_size=ctx.world, device=str(getattr(ad, "device", "cpu")), backend=getattr(ad, "backend", None)
+            )
+            if ad is not None
+            else None,
+            plan=plan_obj.to_dict() if plan_obj is not None else None,
+            plan_description=plan_obj.describe() if plan_obj is not None else None,
+            stats=_jsonable(ad.stats()) if ad is not None else None,
+            versions=software_versions(),
+        )
+        if len(marker.outputs) != len(items):
+            raise WorkerError(f"shard {index}: {len(marker.outputs)} of {len(items)} outputs were stored")
+        write_marker(ctx.storage, ctx.layout, marker)
+        reporter.emit("shard", shard=index, shards=plan.num_shards, rendered=len(todo), reused=len(reused))
+    if rank != 0:
+        return None
+    reporter.phase("finalizing")
+    manifest = finish_if_complete(ctx.storage, ctx.layout, spec, ctx.identity, plan, key)
+    if manifest is not None:
+        prune_other_runs(ctx.storage, ctx.layout, key)
+    return manifest
+
+
+def _render(
+    ctx: RunContext, loaded: _Loaded, todo: list[OutputItem], shard: int, job_hash: str, fmt: str, video: bool
+) -> tuple[dict[int, OutputRecord], float, float]:
+    """Render ``todo`` (every rank); rank 0 stores each output. Returns (records, pipeline seconds, upload wait)."""
+    spec, reporter = ctx.spec, ctx.reporter
+    uploader = Uploader(ctx.storage) if ctx.rank == 0 else None
     records: dict[int, OutputRecord] = {}
     gen_seconds = 0.0
-    reporter.phase("generating")
+    reporter.phase("generating", shard=shard)
     try:
-        for item in ctx.prepared.outputs:
+        for item in todo:
             reporter.begin_output(item.index)
             kwargs = call_kwargs(spec, item, ctx.prepared.images)
             generator = torch.Generator("cpu").manual_seed(item.seed)
+            started = time.time()
             t0 = time.perf_counter()
-            result = pipe(**kwargs, **hooks, generator=generator)
+            result = loaded.pipe(**kwargs, **loaded.hooks, generator=generator)
             seconds = time.perf_counter() - t0
             gen_seconds += seconds
             if uploader is not None:
-                _store(ctx, uploader, records, item, result, fmt, video, seconds)
+                rendering = Rendering(
+                    shard=shard,
+                    attempt=ctx.identity.attempt,
+                    index_retry=ctx.slot.index_retry,
+                    rendered_by=ctx.slot.rendered_by,
+                    rendered_at=_iso(started),
+                    seconds=round(seconds, 4),
+                    width=0,
+                    height=0,
+                    frames=None,
+                )
+                _store(ctx, uploader, records, item, result, fmt, video, rendering, job_hash)
         wait_start = time.perf_counter()
-        reporter.phase("uploading")
+        reporter.phase("uploading", shard=shard)
         if uploader is not None:
             uploader.wait()
         upload_wait = time.perf_counter() - wait_start
     finally:
         if uploader is not None:
             uploader.close()
-    if rank != 0:
-        return None
-
-    reporter.phase("finalizing")
-    _remove_stale_outputs(ctx, {r.uri for r in records.values()})
-    plan = getattr(ad, "plan", None)
-    now = time.time()
-    n = max(1, len(records))
-    manifest = ResultManifest(
-        job=JobInfo(
-            name=ctx.identity.name,
-            uid=ctx.identity.uid,
-            namespace=ctx.identity.namespace,
-            attempt=ctx.identity.attempt,
-        ),
-        outputs=[records[i] for i in sorted(records)],
-        configuration=spec,
-        versions=software_versions(),
-        plan=plan.to_dict() if plan is not None else None,
-        plan_description=plan.describe() if plan is not None else None,
-        stats=_jsonable(ad.stats()),
-        runtime=Runtime(
-            world_size=spec.devices, device=str(getattr(ad, "device", "cpu")), backend=getattr(ad, "backend", None)
-        ),
-        timings=Timings(
-            started_at=_iso(ctx.process_start),
-            finished_at=_iso(now),
-            startup_seconds=round((first_step[0] if first_step else now) - ctx.process_start, 3),
-            model_seconds=round(model_seconds, 3),
-            generate_seconds=round(gen_seconds, 3),
-            upload_wait_seconds=round(upload_wait, 3),
-            total_seconds=round(now - ctx.process_start, 3),
-            seconds_per_output=round(gen_seconds / n, 4),
-        ),
-    )
-    write_manifest(ctx.storage, ctx.layout.manifest, manifest)
-    return manifest
+    return records, gen_seconds, upload_wait
 
 
 def _store(
@@ -211,7 +334,8 @@ def _store(
     result: Any,
     fmt: str,
     video: bool,
-    seconds: float,
+    rendering: Rendering,
+    job_hash: str,
 ) -> None:
     spec = ctx.spec
     frames: int | None = None
@@ -225,44 +349,22 @@ def _store(
         data = encode_image(image, fmt, spec.output.quality)
         width, height = image.size
     location = ctx.layout.output(item.index, item.prompt_index, fmt)
-    metadata = {
-        "job-name": ctx.identity.name,
-        "job-uid": ctx.identity.uid,
-        "output-index": str(item.index),
-        "prompt-index": str(item.prompt_index),
-        "image-index": str(item.image_index),
-        "seed": str(item.seed),
-    }
+    metadata = output_metadata(
+        job_name=ctx.identity.name,
+        job_uid=ctx.identity.uid,
+        item=item,
+        pixel_hash=output_hash(job_hash, item.prompt, item.negative, item.seed),
+        rendering=replace(rendering, width=width, height=height, frames=frames),
+    )
 
     def done(put: PutResult) -> None:
-        record = OutputRecord(
-            index=item.index,
-            uri=put.uri,
-            sha256=put.sha256,
-            bytes=put.bytes,
-            seconds=round(seconds, 4),
-            upload_seconds=round(put.seconds, 4),
-            prompt_index=item.prompt_index,
-            image_index=item.image_index,
-            seed=item.seed,
-            prompt=item.prompt,
-            content_type=CONTENT_TYPES[fmt],
-            format=fmt,
-            width=width,
-            height=height,
-            frames=frames,
-        )
+        info = ObjectInfo(put.uri, location.key, put.bytes, "", metadata)
+        record = record_from_metadata(info, item, fmt=fmt, content_type=CONTENT_TYPES[fmt], sha256=put.sha256)
+        assert record is not None  # built from our own complete metadata
         records[item.index] = record
         ctx.reporter.output_done(record.model_dump(mode="json", by_alias=True, exclude={"prompt"}))
 
     uploader.submit(location, data, content_type=CONTENT_TYPES[fmt], metadata=metadata, on_done=done)
-
-
-def _remove_stale_outputs(ctx: RunContext, keep: set[str]) -> None:
-    """Delete outputs of an earlier attempt with a different spec (same job name) that this run did not write."""
-    for obj in ctx.storage.list(ctx.layout.outputs):
-        if obj.uri not in keep:
-            ctx.storage.delete(obj.uri)
 
 
 def _iso(ts: float) -> str:

@@ -1,13 +1,16 @@
 """The ``file://`` backend: local folders and mounted volumes, with the same semantics as S3.
 
 Why the same semantics: ``asyncdiff run`` to a local folder and a cluster job to S3 must behave alike: atomic writes
-(a reader never sees half a file; a retried job overwrites), SHA-256 of every output, listing under a prefix.
-File metadata (job uid, seed, ...) lives only in the result manifest.
+(a reader never sees half a file; a retried job overwrites), SHA-256 of every output, listing under a prefix, and
+object metadata (job uid, seed, pixel hash: what resume reads with ``head``). A file's metadata lives in a hidden
+sidecar ``.<name>.meta.json`` beside it, removed before the file is replaced and written after it, so a crash in
+between leaves a file without metadata (never reused), not a new file with old metadata. Listings skip hidden names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -23,22 +26,32 @@ class FileBackend:
     """Reads and writes local paths."""
 
     def put(self, loc: Location, data: bytes, *, content_type: str, metadata: Mapping[str, str]) -> PutResult:
-        del content_type, metadata  # kept in the manifest for files
+        del content_type  # files have no content type; the manifest records it
         start = time.perf_counter()
         path = loc.path
+        digest = hashlib.sha256(data).hexdigest()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            _sidecar(path).unlink(missing_ok=True)
+            self._write(path, data)
+            if metadata:
+                meta = {**{k.lower(): str(v) for k, v in metadata.items()}, "sha256": digest}
+                self._write(_sidecar(path), json.dumps(meta, sort_keys=True).encode())
         except OSError as exc:
             raise StorageRejected(f"{loc.uri}: cannot write: {exc.strerror or exc}") from exc
-        return PutResult(loc.uri, hashlib.sha256(data).hexdigest(), len(data), time.perf_counter() - start)
+        return PutResult(loc.uri, digest, len(data), time.perf_counter() - start)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def get(self, loc: Location, *, max_bytes: int | None = None) -> bytes:
         path = loc.path
@@ -58,13 +71,32 @@ class FileBackend:
             return []
         out = []
         for path in sorted(root.rglob("*")):
-            if path.is_file() and not path.name.endswith(".tmp"):
+            if path.is_file() and not path.name.startswith("."):
                 rel = path.relative_to(root).as_posix()
                 out.append(ObjectInfo(f"file://{path}", rel, path.stat().st_size))
         return out
 
+    def head(self, loc: Location) -> ObjectInfo | None:
+        """The file's size and metadata (empty when it has no sidecar), or None when there is no such file."""
+        path = loc.path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageRejected(f"{loc.uri}: cannot read: {exc.strerror or exc}") from exc
+        metadata: dict[str, str] = {}
+        try:
+            loaded = json.loads(_sidecar(path).read_bytes())
+            if isinstance(loaded, dict):
+                metadata = {str(k): str(v) for k, v in loaded.items()}
+        except (OSError, ValueError):
+            pass
+        return ObjectInfo(loc.uri, path.name, size, "", metadata)
+
     def delete(self, loc: Location) -> None:
         try:
+            _sidecar(loc.path).unlink(missing_ok=True)
             loc.path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageRejected(f"{loc.uri}: cannot delete: {exc.strerror or exc}") from exc
@@ -77,3 +109,8 @@ class FileBackend:
                 pass
         except OSError as exc:
             raise StorageRejected(f"{loc.uri}: not writable: {exc.strerror or exc}") from exc
+
+
+def _sidecar(path: Path) -> Path:
+    """Where a file's metadata lives: a hidden JSON file beside it."""
+    return path.with_name(f".{path.name}.meta.json")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from asyncdiff_worker.spec.models import OutputSpec
 from asyncdiff_worker.spec.uris import Location, parse_location
 from asyncdiff_worker.storage.local import FileBackend
-from asyncdiff_worker.storage.types import ObjectInfo, PutResult, S3Settings, TransferSettings
+from asyncdiff_worker.storage.types import ObjectInfo, PutResult, S3Settings, StorageNotFound, TransferSettings
 
 if TYPE_CHECKING:
     from asyncdiff_worker.storage.s3 import S3Backend
@@ -64,6 +64,16 @@ class Storage:
         """Everything under a prefix (S3) or folder (files), recursively."""
         loc = self.locate(uri)
         return self.s3.list(loc) if loc.is_s3 else self._file.list(loc)
+
+    def head(self, uri: str | Location) -> ObjectInfo | None:
+        """Size and metadata of one object or file; None when it does not exist."""
+        loc = self.locate(uri)
+        if not loc.is_s3:
+            return self._file.head(loc)
+        try:
+            return self.s3.head(loc)
+        except StorageNotFound:
+            return None
 
     def delete(self, uri: str | Location) -> None:
         loc = self.locate(uri)
