@@ -26,6 +26,7 @@ mounted exactly as ``spec.pod.s3CredentialsSecret``, which wins when set.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import yaml
@@ -47,6 +48,34 @@ MODEL_CACHE_DIR: Final = "/var/cache/asyncdiff"
 """The worker image's model cache VOLUME (Dockerfile); an emptyDir of ``worker.modelCacheSizeLimit`` goes here."""
 MODEL_CACHE_VOLUME: Final = "model-cache"
 _NO_SETTINGS: Final = OperatorSettings()
+
+
+MAX_ATTEMPT_DIGITS: Final = 4
+"""Attempts up to 9999 fit in the child names (retries are bounded by backoffLimit <= 100)."""
+MAX_INDEX_SUFFIX: Final = len("-15")
+"""Indexed pods get the hostname ``<job>-<index>`` (numNodes <= 16), which must be a DNS label too."""
+MAX_NAME_LENGTH: Final = 63 - len("-attempt-") - MAX_ATTEMPT_DIGITS - MAX_INDEX_SUFFIX
+"""47: the longest AsyncDiffJob name whose children fit Kubernetes' 63-character limits: the Job name (its pods
+carry it as the ``batch.kubernetes.io/job-name`` label value), the Indexed pods' hostnames, the headless Service
+(``<name>-nodes``), and our ``asyncdiff.io/job`` label value. The CRD refuses longer names at apply time (CEL)."""
+DNS_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""Multi-node jobs: the Service name and the pods' hostnames are DNS labels, so the job name may have no dots and
+must start with a letter."""
+
+
+def name_problem(cr_name: str, num_nodes: int) -> str | None:
+    """Why a CR name cannot name its children, or None (the CRD's CEL rules say the same at apply time)."""
+    if len(cr_name) > MAX_NAME_LENGTH:
+        return (
+            f"metadata.name {cr_name!r} is {len(cr_name)} characters long; at most {MAX_NAME_LENGTH} are allowed, "
+            f"because child names (<name>-attempt-<n>) must fit in 63"
+        )
+    if num_nodes > 1 and not re.match(DNS_LABEL, cr_name):
+        return (
+            f"metadata.name {cr_name!r} must be a DNS label (lowercase letters, digits and '-', starting with a "
+            "letter) when runPolicy.numNodes > 1: it names the headless Service and the pods' hostnames"
+        )
+    return None
 
 
 def service_name(cr_name: str) -> str:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from asyncdiff_operator import kube, metrics, reasons, reconcile_errors, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
-from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
+from asyncdiff_operator.children import child_name, name_problem, render_configmap, render_job, render_service
 from asyncdiff_operator.status import (
     Decision,
     Observation,
@@ -50,8 +50,11 @@ def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) 
     return True
 
 
-def _invalid(status: dict[str, Any], exc: ValidationError, generation: int) -> dict[str, Any]:
-    message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+def _invalid(status: dict[str, Any], exc: ValidationError | str, generation: int) -> dict[str, Any]:
+    if isinstance(exc, str):
+        message = exc
+    else:
+        message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     conds = set_condition(
         list(status.get("conditions") or []), reasons.COND_FAILED, True, reasons.INVALID_SPEC, message, generation
     )
@@ -111,6 +114,11 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     except ValidationError as exc:
         patch.status.update(_invalid(status, exc, generation))
         kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=patch.status["lastFailure"]["message"])
+        return
+    bad_name = name_problem(meta["name"], spec.run_policy.num_nodes)
+    if bad_name is not None:  # a CRD older than the CEL rule on metadata.name let it in; fail instead of a 422 loop
+        patch.status.update(_invalid(status, bad_name, generation))
+        kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=bad_name)
         return
     policy = spec.run_policy
     attempts = int(status.get("attempts") or 0)

@@ -120,3 +120,10 @@ def test_kube_turns_a_422_into_child_rejected(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(kube, "batch", Refusing)
     with pytest.raises(ChildRejected, match="Job j-attempt-1"):
         kube.create_if_absent("Job", "ns", {"metadata": {"name": "j-attempt-1"}})
+
+
+def test_a_name_too_long_for_the_children_fails_at_once_without_creating_anything(fake: FakeCluster) -> None:
+    """A CRD installed before the CEL rule on metadata.name lets such a CR in: fail it, do not loop on 422."""
+    status = run(cr(name="x" * 48))
+    assert status["phase"] == reasons.FAILED and status["lastFailure"]["reason"] == reasons.INVALID_SPEC
+    assert "at most 47" in status["lastFailure"]["message"] and not fake.children
