@@ -179,3 +179,12 @@ def test_job_validation(batch: client.BatchV1Api, namespace: str) -> None:
     with pytest.raises(client.ApiException) as exc:
         batch.create_namespaced_job(namespace, job("bad", "pass", restart="Always"))
     assert exc.value.status == 422 and "spec.template.spec.restartPolicy" in exc.value.body
+
+
+def test_a_job_whose_name_does_not_fit_its_pod_label_is_invalid(batch: client.BatchV1Api, namespace: str) -> None:
+    """Like kube-apiserver: the Job name becomes the pods' ``batch.kubernetes.io/job-name`` label value (<= 63)."""
+    with pytest.raises(client.ApiException) as exc:
+        batch.create_namespaced_job(namespace, job("j" * 64, "pass"))
+    assert exc.value.status == 422
+    assert "spec.template.labels" in exc.value.body and "must be no more than 63 characters" in exc.value.body
+    batch.create_namespaced_job(namespace, job("j" * 63, "pass"))
