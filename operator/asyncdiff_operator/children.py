@@ -30,6 +30,7 @@ import re
 from typing import Any, Final
 
 import yaml
+from asyncdiff_worker.keys import MANIFEST_NAME
 from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
@@ -120,6 +121,23 @@ def worker_job_spec(spec: AsyncDiffJobSpec, s3: S3Defaults) -> JobSpec:
     if s3.force_path_style and "force_path_style" not in spec.output.model_fields_set:
         output["forcePathStyle"] = True
     return JobSpec.model_validate(data)
+
+
+def output_location(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Where the worker writes, as resolved with the operator's S3 defaults (recorded in ``status.output`` so that
+    ``asyncdiff fetch`` reads from the same place): uri, endpointUrl, region, forcePathStyle. Never credentials."""
+    output = worker_job_spec(spec, settings.s3).output
+    location: dict[str, Any] = {"uri": output.uri, "forcePathStyle": bool(output.force_path_style)}
+    if output.endpoint_url:
+        location["endpointUrl"] = output.endpoint_url
+    if output.region:
+        location["region"] = output.region
+    return location
+
+
+def manifest_uri(cr_name: str, output_uri: str) -> str:
+    """The result manifest's fixed place (``asyncdiff_worker.keys``: ``<output uri>/<job name>/manifest.json``)."""
+    return f"{output_uri.rstrip('/')}/{cr_name}/{MANIFEST_NAME}"
 
 
 def s3_credentials_secret(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> str | None:

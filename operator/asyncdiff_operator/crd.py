@@ -202,7 +202,7 @@ def status_schema() -> dict[str, Any]:
     condition = _obj(
         "A metav1.Condition.",
         {
-            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed."),
+            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed, Reconciled."),
             "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
             "reason": _str("CamelCase reason (asyncdiff_operator.reasons)."),
             "message": _str("Human-readable detail."),
@@ -231,6 +231,15 @@ def status_schema() -> dict[str, Any]:
             "attempt": _int("The attempt that failed."),
         },
     )
+    output = _obj(
+        "Where the worker writes, resolved with the operator's S3 defaults (never credentials).",
+        {
+            "uri": _str("s3://bucket/prefix or file:///dir; outputs under <uri>/<job name>/."),
+            "endpointUrl": _str("S3-compatible endpoint the worker uses."),
+            "region": _str("S3 region."),
+            "forcePathStyle": {"type": "boolean", "description": "Path-style S3 addressing."},
+        },
+    )
     return _obj(
         "Written by the operator.",
         {
@@ -244,6 +253,7 @@ def status_schema() -> dict[str, Any]:
             "progress": progress,
             "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Output URIs."},
             "manifest": _str("URI of the result manifest (written last: the commit marker)."),
+            "output": output,
             "startTime": _str("When the current run started (reset on resume).", format="date-time"),
             "completionTime": _str("When the job finished.", format="date-time"),
             "lastFailure": failure,

@@ -22,7 +22,15 @@ from pydantic import ValidationError
 
 from asyncdiff_operator import kube, metrics, reasons, reconcile_errors, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
-from asyncdiff_operator.children import child_name, name_problem, render_configmap, render_job, render_service
+from asyncdiff_operator.children import (
+    child_name,
+    manifest_uri,
+    name_problem,
+    output_location,
+    render_configmap,
+    render_job,
+    render_service,
+)
 from asyncdiff_operator.status import (
     Decision,
     Observation,
@@ -127,6 +135,12 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
     decision = decide(status, obs, policy, generation, stall_seconds=window)
     _apply(body, spec, decision, logger)
+    if decision.create_attempt is not None or "output" not in status:
+        decision.status["output"] = output_location(spec, SETTINGS)
+    if decision.status.get("phase") == reasons.SUCCEEDED and not decision.status.get("manifest"):
+        # Succeeded without a pod to read (the Job is Complete, its pods are gone): the manifest's fixed place.
+        output = decision.status.get("output") or status.get("output") or {}
+        decision.status["manifest"] = manifest_uri(meta["name"], str(output.get("uri") or spec.output.uri))
     if not decision.status:
         return
     decision.status.setdefault("devices", spec.devices)

@@ -127,3 +127,34 @@ def test_a_name_too_long_for_the_children_fails_at_once_without_creating_anythin
     status = run(cr(name="x" * 48))
     assert status["phase"] == reasons.FAILED and status["lastFailure"]["reason"] == reasons.INVALID_SPEC
     assert "at most 47" in status["lastFailure"]["message"] and not fake.children
+
+
+def test_the_resolved_output_location_is_recorded_without_credentials(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's S3 defaults fill what spec.output leaves unset; status.output says where the worker writes."""
+    from asyncdiff_operator.settings import OperatorSettings, S3Defaults
+
+    defaults = S3Defaults(
+        endpoint_url="http://minio.storage:9000", region="eu-west-1", force_path_style=True, credentials_secret="s3"
+    )
+    monkeypatch.setattr(handlers, "SETTINGS", OperatorSettings(s3=defaults))
+    body = cr()
+    body["spec"]["output"] = {"uri": "s3://bucket/out"}
+    status = run(body)
+    assert status["output"] == {
+        "uri": "s3://bucket/out",
+        "endpointUrl": "http://minio.storage:9000",
+        "region": "eu-west-1",
+        "forcePathStyle": True,
+    }
+    body["spec"]["output"]["endpointUrl"] = "http://own:9000"  # the job's own setting wins
+    assert run(cr(name="own") | {"spec": body["spec"]})["output"]["endpointUrl"] == "http://own:9000"
+
+
+def test_a_complete_job_without_pods_succeeds_with_its_manifest(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "observe", lambda *a, **k: Observation("Succeeded", 0, job_complete=True))
+    status = run(cr({"phase": "Running", "attempts": 1, "output": {"uri": "s3://b/p/"}}))
+    assert status["phase"] == reasons.SUCCEEDED and status["manifest"] == "s3://b/p/job/manifest.json"
