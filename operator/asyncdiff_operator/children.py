@@ -308,10 +308,15 @@ DISRUPTION_POLICY: Final = {
 
 
 def render_job(
-    cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings: OperatorSettings = _NO_SETTINGS
+    cr: dict[str, Any],
+    spec: AsyncDiffJobSpec,
+    attempt: int,
+    settings: OperatorSettings = _NO_SETTINGS,
+    suspend: bool = False,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt: numNodes pods (Indexed when more than one), restartPolicy Never,
-    backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing."""
+    backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing;
+    created suspended (``spec.suspend``) for a job created with ``runPolicy.suspend``."""
     meta = cr["metadata"]
     name = child_name(meta["name"], attempt)
     labels = child_labels(cr, attempt)
@@ -329,6 +334,8 @@ def render_job(
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
+    if suspend:
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

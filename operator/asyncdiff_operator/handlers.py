@@ -44,13 +44,13 @@ SETTINGS = settings.from_env()
 INTERVAL = SETTINGS.reconcile_interval
 
 
-def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> bool:
+def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, suspend: bool = False) -> bool:
     """Create the attempt's children; True when this call created its Job (False: an earlier reconcile did)."""
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
-    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)):
+    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS, suspend=suspend)):
         return False
     created = parse_iso(body["metadata"].get("creationTimestamp"))
     if attempt == 1 and created is not None:
@@ -96,10 +96,15 @@ def _apply(body: kopf.Body, spec: AsyncDiffJobSpec, decision: Decision, logger: 
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
     if decision.create_attempt is not None:
         decision.status["child"] = child_name(name, decision.create_attempt)
-        if not _create_attempt(dict(body), spec, decision.create_attempt):
+        suspended = bool(decision.suspend_child)
+        if not _create_attempt(dict(body), spec, decision.create_attempt, suspend=suspended):
             # The Job exists: an earlier reconcile (the create handler and the first timer tick may both read the
             # CR before either status patch lands) made this same decision and posted its events.
             return
+    elif decision.suspend_child is not None:
+        attempt = int(body.get("status", {}).get("attempts") or 0)
+        if not kube.set_suspend(namespace, child_name(name, attempt), decision.suspend_child):
+            return  # already so: an earlier reconcile did it and posted the event (or the Job is gone: re-created)
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:

@@ -124,6 +124,30 @@ def _created(pod: Any) -> tuple[float, str]:
     return (stamp.timestamp() if stamp else 0.0, (meta.name if meta is not None else None) or "")
 
 
+def _before_start(pod: Any, job: Any) -> bool:
+    """A pod created before the Job's current ``startTime``: deleted when the Job was suspended (the Job controller
+    resets startTime on resume, and such pods may still be terminating). Second precision, as the API's."""
+    start = job.status.start_time if job.status is not None else None
+    created = pod.metadata.creation_timestamp if pod.metadata is not None else None
+    if start is None or created is None:
+        return False
+    return bool(created.replace(microsecond=0) < start.replace(microsecond=0))
+
+
+def set_suspend(namespace: str, name: str, suspend: bool) -> bool:
+    """Set a child Job's ``spec.suspend``; True when it changed (False: already so, or the Job is gone)."""
+    job = read_job(namespace, name)
+    if job is None or bool(job.spec.suspend if job.spec is not None else False) == suspend:
+        return False
+    try:
+        batch().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _request_timeout=TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def read_job(namespace: str, name: str) -> Any | None:
     try:
         return batch().read_namespaced_job(name, namespace, _request_timeout=TIMEOUT)
@@ -202,9 +226,12 @@ def observe(namespace: str, cr_name: str, attempt: int, num_nodes: int = 1) -> O
     if job is None:
         return Observation(job_found=False)
     state = job_state(job)
+    if state.suspended and not state.failed and not state.complete:
+        return Observation(job_suspended=True)  # its pods are being deleted; none of them says anything
     job_failed = state.failed
     selector = f"{LABEL_JOB}={cr_name},{LABEL_ATTEMPT}={attempt}"
     pods: list[Any] = core().list_namespaced_pod(namespace, label_selector=selector, _request_timeout=TIMEOUT).items
+    pods = [p for p in pods if not _before_start(p, job)]
     newest: dict[int, Any] = {}
     disrupted = [p for p in pods if _disrupted(p)]
     for pod in sorted(pods, key=_created):

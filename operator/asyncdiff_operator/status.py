@@ -6,8 +6,12 @@ run policy, observation, clock) is unit-tested without a cluster and gives the s
 
 The policy, in order:
 - Terminal phases (Succeeded, Failed) are absorbing: nothing is created again.
-- ``suspend``: the current attempt's Job is deleted (GPUs released) and the phase is Suspended; resuming creates a
-  new attempt, which does not count as a failure, and restarts the deadline clock (as batch/v1 Job does).
+- ``suspend``: like batch/v1 Job suspension, on the same child Job: its ``spec.suspend`` is set (the Job controller
+  deletes the pods, releasing the GPUs, without counting them as failures) and the phase is Suspended; resuming
+  sets it back on the same Job (no new attempt) and restarts the deadline clock (``startTime``), as the Job
+  controller does. A job created suspended gets its first Job created suspended. The child's ``spec.suspend`` is
+  only written when the CR's suspend changes, so a queue (Kueue) that suspends the child is not overridden; while
+  the child Job says Suspended the attempt waits (Pending, reason ChildSuspended).
 - Success of every pod wins over a deadline that expired in the same tick.
 - ``activeDeadlineSeconds`` (from ``startTime``): Failed, reason DeadlineExceeded, children deleted.
 - Disruptions (eviction, preemption: pod reason Evicted/Preempted or a ``DisruptionTarget`` condition) never
@@ -78,6 +82,7 @@ class Decision:
     delete_attempt: int | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type Normal/Warning, reason, message)
     retried: str | None = None  # the reason of a retry, for metrics
+    suspend_child: bool | None = None  # set the current attempt's Job spec.suspend to this (None: leave it)
 
 
 def set_condition(
@@ -208,13 +213,25 @@ def decide(
         ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
         ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
         out["conditions"] = ctx.conds
-        msg = "suspended: pods deleted" if ctx.attempts else "created suspended"
-        return Decision(out, delete_attempt=ctx.attempts or None, events=[("Normal", reasons.SUSPENDED_REASON, msg)])
-    if phase == reasons.SUSPENDED or ctx.attempts == 0:
+        if ctx.attempts == 0:  # the attempt's Job is created suspended: no pod until resumed
+            out["attempts"] = 1
+            decision = Decision(out, create_attempt=1, suspend_child=True)
+        else:  # the same Job, suspended: the Job controller deletes its pods (GPUs released)
+            decision = Decision(out, suspend_child=True)
+        decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
+        return decision
+    if ctx.attempts == 0:
         out["startTime"] = now_iso(ctx.now)
-        if phase == reasons.SUSPENDED:
+        if phase == reasons.SUSPENDED:  # suspended at creation by an operator that created no Job then
             ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
-        return _new_attempt(ctx, out, "resumed" if phase == reasons.SUSPENDED else "new job")
+        return _new_attempt(ctx, out, "new job")
+    if phase == reasons.SUSPENDED:  # resume the same Job; the deadline counts from now, as for batch/v1 Jobs
+        out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
+        ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+        ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
+        out["conditions"] = ctx.conds
+        resumed = ("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")
+        return Decision(out, suspend_child=False, events=[resumed])
     progress = progress_of(obs.event)
     if progress is not None and progress != status.get("progress"):
         out["progress"] = progress
@@ -229,6 +246,11 @@ def decide(
         ctx.cond(reasons.COND_SUCCEEDED, True, reasons.JOB_SUCCEEDED, "")
         out["conditions"] = ctx.conds
         return Decision(out, events=[("Normal", reasons.JOB_SUCCEEDED, f"attempt {ctx.attempts} succeeded")])
+    if obs.job_suspended:  # not by us (we only suspend with the CR): a queue such as Kueue holds it; no deadline
+        ctx.cond(reasons.COND_RUNNING, False, reasons.CHILD_SUSPENDED, f"attempt {ctx.attempts}: the Job is suspended")
+        if phase != reasons.PENDING or ctx.conds != ctx.status.get("conditions"):
+            out.update(phase=reasons.PENDING, conditions=ctx.conds)
+        return Decision(out)
     start = parse_iso(status.get("startTime"))
     deadline = policy.active_deadline_seconds
     if deadline is not None and start is not None and ctx.now - start >= deadline:

@@ -141,3 +141,22 @@ def test_a_pod_without_status_or_metadata_fields(cluster: dict[str, Any]) -> Non
     assert obs.pod_phase == "Pending" and obs.exit_code is None
     evicted = pod_json("p1", "Failed", reason="Evicted", conditions=[{"type": "DisruptionTarget", "status": "True"}])
     assert kube._disrupted(model(evicted, "V1Pod"))
+
+
+def test_pods_deleted_by_a_suspension_are_not_read_after_resume(cluster: dict[str, Any]) -> None:
+    """Resuming resets the Job's startTime; a pod created before it was deleted by the suspension (it may still be
+    terminating, exit 143) and says nothing about the resumed attempt."""
+    old = pod_json("old", "Failed")
+    old["status"]["containerStatuses"] = [
+        {"name": "worker", "image": "w", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": {"exitCode": 143, "reason": "Error"}}}
+    ]  # fmt: skip
+    cluster["pods"] = [old]
+    cluster["job"] = job_json(startTime="2026-01-01T00:00:00Z", active=1)  # the pod is not older than startTime
+    assert kube.observe("ns", "j", 1).exit_code == 143
+    cluster["job"] = job_json(startTime="2026-01-01T00:05:00Z")  # resumed five minutes later
+    obs = kube.observe("ns", "j", 1)
+    assert obs.exit_code is None and obs.pod_phase is None
+    suspended = {"type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended"}
+    cluster["job"] = job_json(conditions=[suspended])
+    assert kube.observe("ns", "j", 1).job_suspended
