@@ -8,7 +8,8 @@ deleted *before* the status patch that records why, so a crash in between is rep
 
 Settings from the environment (``settings.py``, parsed once when this module is imported, so a bad value stops the
 operator at start-up): ``ASYNCDIFF_RECONCILE_INTERVAL`` (seconds, default 1), ``ASYNCDIFF_STALL_SECONDS`` (progress
-stall window, default 600), and the operator-wide job defaults that ``children.py`` applies (worker image, pull
+stall window, default 600), ``ASYNCDIFF_PENDING_TIMEOUT_SECONDS`` (how long a pod may stay Pending, default 600),
+and the operator-wide job defaults that ``children.py`` applies (worker image, pull
 policy and pod defaults, S3 endpoint settings and credentials Secret).
 """
 
@@ -138,7 +139,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     observe = attempts > 0 and not policy.suspend and phase != reasons.SUSPENDED
     obs = kube.observe(meta["namespace"], meta["name"], attempts, policy.num_nodes) if observe else Observation()
     window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
-    decision = decide(status, obs, policy, generation, stall_seconds=window)
+    decision = decide(status, obs, policy, generation, stall_seconds=window, pending_timeout=SETTINGS.pending_timeout)
     _apply(body, spec, decision, logger)
     if decision.create_attempt is not None or "output" not in status:
         decision.status["output"] = output_location(spec, SETTINGS)

@@ -19,6 +19,9 @@ The policy, in order:
 - Stall: a running attempt whose progress stalls (``ts - lastProgressTs`` of the last progress line, or no line at
   all, for longer than the window) is failed with reason Stalled, its Job deleted, and retried like an
   infrastructure failure.
+- A Pending pod's own reason (scheduling failure, mount failure, image pull failure, from its conditions, container
+  states or Warning events) is the Running condition's reason, with an Event when it changes; an attempt with a pod
+  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none).
 - Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
   backoffLimit``.
 - A child Job that vanished while the CR is active is re-created under the same attempt name.
@@ -41,6 +44,7 @@ from asyncdiff_operator import reasons
 from asyncdiff_operator.api import RunPolicy
 
 DEFAULT_STALL_SECONDS = 600.0
+DEFAULT_PENDING_TIMEOUT = 600.0
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -73,6 +77,9 @@ class Observation:
     disrupted: bool = False  # a pod was evicted or preempted (DisruptionTarget)
     running_since: float | None = None  # when rank 0's container started (Unix time)
     active: int = 0  # pods not yet finished
+    pending_reason: str = ""  # why a pod of the attempt is Pending: Unschedulable, FailedMount, ImagePullBackOff...
+    pending_message: str = ""  # the pod's own message for it (condition, container state or Warning event)
+    pending_since: float | None = None  # creation time of the attempt's oldest Pending pod (Unix time)
 
 
 @dataclass
@@ -191,6 +198,31 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
     return _finish_failed(ctx, out, final, f"{reason}: {msg}" if final != reason else msg, obs)
 
 
+def _pending(ctx: _Ctx, out: dict[str, Any], obs: Observation, timeout: float) -> Decision:
+    """An attempt with a Pending pod: its reason in the Running condition (and an Event when the reason changes);
+    failed with that reason once it has waited longer than ``timeout`` (retrying would wait the same way)."""
+    waited = ctx.now - (obs.pending_since or ctx.now)
+    reason, detail = obs.pending_reason, obs.pending_message
+    if waited > timeout:
+        final = reason or reasons.PENDING_TIMEOUT
+        message = f"attempt {ctx.attempts}: a pod was Pending for {waited:.0f} s (pending timeout {timeout:.0f} s)"
+        if detail:
+            message += f": {detail}"
+        out["lastFailure"] = {"reason": final, "message": message[:2048], "attempt": ctx.attempts}
+        return _finish_failed(ctx, out, final, message, obs)
+    if not reason:
+        return Decision(out)
+    before = next((c for c in ctx.conds if c.get("type") == reasons.COND_RUNNING), None)
+    ctx.cond(reasons.COND_RUNNING, False, reason, detail)
+    after = next(c for c in ctx.conds if c.get("type") == reasons.COND_RUNNING)
+    if before is None or (before.get("reason"), before.get("message")) != (after["reason"], after["message"]):
+        out.update(phase=reasons.PENDING, conditions=ctx.conds)
+    events = []
+    if before is None or before.get("reason") != reason:
+        events.append(("Warning", reason, f"attempt {ctx.attempts}: {detail}"[:1024]))
+    return Decision(out, events=events)
+
+
 def decide(
     status: dict[str, Any],
     obs: Observation,
@@ -199,6 +231,7 @@ def decide(
     *,
     now: float | None = None,
     stall_seconds: float = DEFAULT_STALL_SECONDS,
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
 ) -> Decision:
     """Next status (a patch of ``status``) and the children to create or delete."""
     phase = status.get("phase")
@@ -282,6 +315,8 @@ def decide(
     stalled = stall_of(obs, ctx.now, stall_seconds)
     if stalled is not None:
         return _failure(ctx, out, obs, policy, reasons.STALLED, stalled)
+    if obs.pending_since is not None:  # a pod of the attempt is Pending (rank 0 may run while another waits)
+        return _pending(ctx, out, obs, pending_timeout)
     if obs.pod_phase == "Running" and phase != reasons.RUNNING:
         out["phase"] = reasons.RUNNING
         ctx.cond(reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"attempt {ctx.attempts} running")

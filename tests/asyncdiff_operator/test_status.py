@@ -126,3 +126,25 @@ def test_after_a_retry_the_running_condition_describes_the_new_attempt() -> None
     assert {c["type"]: c for c in missing.status["conditions"]}["Running"]["status"] == "False"
     first = decide({}, Observation(), P1, 1)
     assert [e[1] for e in first.events] == [reasons.JOB_CREATED]
+
+
+def test_a_pending_pod_s_reason_is_surfaced_then_fails_the_job_after_the_timeout() -> None:
+    msg = "pod p: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    stuck = Observation("Pending", pending_reason="Unschedulable", pending_message=msg, pending_since=1000.0, active=1)
+    status = {"attempts": 1, "phase": "Pending", "startTime": now_iso(1000.0)}
+    first = decide(status, stuck, P1, 1, now=1010.0, pending_timeout=60)
+    running_cond = {c["type"]: c for c in first.status["conditions"]}["Running"]
+    assert (running_cond["status"], running_cond["reason"], running_cond["message"]) == ("False", "Unschedulable", msg)
+    assert first.events == [("Warning", "Unschedulable", f"attempt 1: {msg}")] and first.create_attempt is None
+    again = decide({**status, **first.status}, stuck, P1, 1, now=1020.0, pending_timeout=60)
+    assert again.events == [] and "conditions" not in again.status  # nothing new to say
+    late = decide({**status, **first.status}, stuck, P1, 1, now=1061.0, pending_timeout=60)
+    assert late.status["phase"] == reasons.FAILED and late.delete_attempt == 1 and late.create_attempt is None
+    failed = {c["type"]: c for c in late.status["conditions"]}["Failed"]
+    assert failed["reason"] == "Unschedulable" and msg in failed["message"] and "Pending for 61 s" in failed["message"]
+    assert late.status["lastFailure"]["reason"] == "Unschedulable"
+    silent = Observation("Pending", pending_since=1000.0, active=1)
+    assert decide(status, silent, P1, 1, now=1010.0, pending_timeout=60).status == {}
+    assert decide(status, silent, P1, 1, now=1061.0, pending_timeout=60).status["lastFailure"]["reason"] == (
+        reasons.PENDING_TIMEOUT
+    )
