@@ -6,8 +6,9 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 ``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, ``dict[str, Any]`` (affinity, volumes)
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
 structural schema cannot say are CEL rules (``x-kubernetes-validations``): the devices must fit the nodes and GPUs,
-and the spec is immutable once the operator started the job (``status.attempts > 0``), except
-``runPolicy.suspend``. The immutability rule is generated from the models' fields, so a new field is covered.
+the spec is immutable once the operator started the job (``status.attempts > 0``), except ``runPolicy.suspend``;
+and ``metadata.name`` fits the children's names (``children.name_problem``). The immutability rule is generated
+from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
@@ -23,6 +24,7 @@ import yaml
 from asyncdiff_worker.spec import ParallelismSpec
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
+from asyncdiff_operator.children import DNS_LABEL, MAX_NAME_LENGTH
 
 _PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{GROUP}_{PLURAL}.yaml"
@@ -209,6 +211,24 @@ def immutability_rule() -> dict[str, str]:
     }
 
 
+def name_rules() -> list[dict[str, str]]:
+    """CEL rules on ``metadata.name`` (the only metadata a root rule may read): the children's names must fit
+    (``children.MAX_NAME_LENGTH``), and multi-node jobs need a DNS label (``children.DNS_LABEL``)."""
+    multi = "has(self.spec.runPolicy) && has(self.spec.runPolicy.numNodes) && self.spec.runPolicy.numNodes > 1"
+    return [
+        {
+            "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            "message": f"metadata.name may be at most {MAX_NAME_LENGTH} characters: the operator names children "
+            "<name>-attempt-<n>, and Kubernetes limits those names to 63",
+        },
+        {
+            "rule": f"!({multi}) || self.metadata.name.matches('{DNS_LABEL}')",
+            "message": "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter) "
+            "when runPolicy.numNodes > 1: it names the headless Service and the pods' hostnames",
+        },
+    ]
+
+
 def spec_schema() -> dict[str, Any]:
     """The openAPIV3Schema of ``spec``."""
     raw = AsyncDiffJobSpec.model_json_schema(by_alias=True)
@@ -235,7 +255,7 @@ def status_schema() -> dict[str, Any]:
     condition = _obj(
         "A metav1.Condition.",
         {
-            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed."),
+            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed, Reconciled."),
             "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
             "reason": _str("CamelCase reason (asyncdiff_operator.reasons)."),
             "message": _str("Human-readable detail."),
@@ -301,6 +321,15 @@ def status_schema() -> dict[str, Any]:
             "attempt": _int("The attempt that failed."),
         },
     )
+    output = _obj(
+        "Where the worker writes, resolved with the operator's S3 defaults (never credentials).",
+        {
+            "uri": _str("s3://bucket/prefix or file:///dir; outputs under <uri>/<job name>/."),
+            "endpointUrl": _str("S3-compatible endpoint the worker uses."),
+            "region": _str("S3 region."),
+            "forcePathStyle": {"type": "boolean", "description": "Path-style S3 addressing."},
+        },
+    )
     return _obj(
         "Written by the operator.",
         {
@@ -318,6 +347,7 @@ def status_schema() -> dict[str, Any]:
             "progress": progress,
             "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Output URIs."},
             "manifest": _str("URI of the result manifest (written last: the commit marker)."),
+            "output": output,
             "startTime": _str("When the current run started (reset on resume).", format="date-time"),
             "completionTime": _str("When the job finished.", format="date-time"),
             "lastFailure": failure,
@@ -370,7 +400,7 @@ def build_crd() -> dict[str, Any]:
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
-                            "x-kubernetes-validations": [immutability_rule()],
+                            "x-kubernetes-validations": [immutability_rule(), *name_rules()],
                         }
                     },
                 }

@@ -8,7 +8,8 @@ deleted *before* the status patch that records why, so a crash in between is rep
 
 Settings from the environment (``settings.py``, parsed once when this module is imported, so a bad value stops the
 operator at start-up): ``ASYNCDIFF_RECONCILE_INTERVAL`` (seconds, default 1), ``ASYNCDIFF_STALL_SECONDS`` (progress
-stall window, default 600), and the operator-wide job defaults that ``children.py`` applies (worker image, pull
+stall window, default 600), ``ASYNCDIFF_PENDING_TIMEOUT_SECONDS`` (how long a pod may stay Pending, default 600),
+and the operator-wide job defaults that ``children.py`` applies (worker image, pull
 policy and pod defaults, S3 endpoint settings and credentials Secret).
 """
 
@@ -22,7 +23,16 @@ from pydantic import ValidationError
 
 from asyncdiff_operator import kube, metrics, reasons, reconcile_errors, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
-from asyncdiff_operator.children import LABEL_JOB, child_name, render_configmap, render_job, render_service
+from asyncdiff_operator.children import (
+    LABEL_JOB,
+    child_name,
+    manifest_uri,
+    name_problem,
+    output_location,
+    render_configmap,
+    render_job,
+    render_service,
+)
 from asyncdiff_operator.shard_kube import forget as forget_sampling
 from asyncdiff_operator.shard_kube import job_snapshot
 from asyncdiff_operator.shard_reconcile import reconcile_sharded, use_index
@@ -39,13 +49,13 @@ SETTINGS = settings.from_env()
 INTERVAL = SETTINGS.reconcile_interval
 
 
-def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) -> bool:
+def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, suspend: bool = False) -> bool:
     """Create the attempt's children; True when this call created its Job (False: an earlier reconcile did)."""
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
-    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)):
+    if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS, suspend=suspend)):
         return False
     created = parse_iso(body["metadata"].get("creationTimestamp"))
     if attempt == 1 and created is not None:
@@ -53,8 +63,11 @@ def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) 
     return True
 
 
-def _invalid(status: dict[str, Any], exc: ValidationError, generation: int) -> dict[str, Any]:
-    message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+def _invalid(status: dict[str, Any], exc: ValidationError | str, generation: int) -> dict[str, Any]:
+    if isinstance(exc, str):
+        message = exc
+    else:
+        message = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     conds = set_condition(
         list(status.get("conditions") or []), reasons.COND_FAILED, True, reasons.INVALID_SPEC, message, generation
     )
@@ -88,10 +101,15 @@ def _apply(body: kopf.Body, spec: AsyncDiffJobSpec, decision: Decision, logger: 
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
     if decision.create_attempt is not None:
         decision.status["child"] = child_name(name, decision.create_attempt)
-        if not _create_attempt(dict(body), spec, decision.create_attempt):
+        suspended = bool(decision.suspend_child)
+        if not _create_attempt(dict(body), spec, decision.create_attempt, suspend=suspended):
             # The Job exists: an earlier reconcile (the create handler and the first timer tick may both read the
             # CR before either status patch lands) made this same decision and posted its events.
             return
+    elif decision.suspend_child is not None:
+        attempt = int(body.get("status", {}).get("attempts") or 0)
+        if not kube.set_suspend(namespace, child_name(name, attempt), decision.suspend_child):
+            return  # already so: an earlier reconcile did it and posted the event (or the Job is gone: re-created)
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:
@@ -115,6 +133,11 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         patch.status.update(_invalid(status, exc, generation))
         kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=patch.status["lastFailure"]["message"])
         return
+    bad_name = name_problem(meta["name"], spec.run_policy.num_nodes)
+    if bad_name is not None:  # a CRD older than the CEL rule on metadata.name let it in; fail instead of a 422 loop
+        patch.status.update(_invalid(status, bad_name, generation))
+        kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=bad_name)
+        return
     policy = spec.run_policy
     window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
     if policy.num_nodes == 1:  # shards of an Indexed Job (shard_reconcile.py)
@@ -128,13 +151,21 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
             progress_interval=SETTINGS.progress_interval,
             logger=logger,
         )
+        if changes.get("child") or "output" not in status:
+            changes["output"] = output_location(spec, SETTINGS)
         _write_status(body, patch, logger, status, changes, generation, spec.devices)
         return
     attempts = int(status.get("attempts") or 0)
     observe = attempts > 0 and not policy.suspend and phase != reasons.SUSPENDED
     obs = kube.observe(meta["namespace"], meta["name"], attempts, policy.num_nodes) if observe else Observation()
-    decision = decide(status, obs, policy, generation, stall_seconds=window)
+    decision = decide(status, obs, policy, generation, stall_seconds=window, pending_timeout=SETTINGS.pending_timeout)
     _apply(body, spec, decision, logger)
+    if decision.create_attempt is not None or "output" not in status:
+        decision.status["output"] = output_location(spec, SETTINGS)
+    if decision.status.get("phase") == reasons.SUCCEEDED and not decision.status.get("manifest"):
+        # Succeeded without a pod to read (the Job is Complete, its pods are gone): the manifest's fixed place.
+        output = decision.status.get("output") or status.get("output") or {}
+        decision.status["manifest"] = manifest_uri(meta["name"], str(output.get("uri") or spec.output.uri))
     _write_status(body, patch, logger, status, decision.status, generation, spec.devices)
 
 

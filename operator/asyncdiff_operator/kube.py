@@ -110,6 +110,77 @@ def _terminated(pod: Any) -> tuple[int | None, str]:
     return None, ""
 
 
+WAITING_PROBLEMS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+"""Container waiting reasons that say why a pod cannot start (ContainerCreating alone says nothing: then the pod's
+Warning events do, e.g. FailedMount)."""
+
+
+def _pending_reason(pod: Any) -> tuple[str, str]:
+    """Why a Pending pod waits, from the pod object alone: an unschedulable PodScheduled condition or a container
+    waiting reason; ("", "") when the pod does not say (then its events may)."""
+    status = pod.status
+    if status is None:
+        return "", ""
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason:
+            return str(cond.reason), str(cond.message or "")
+    for cs in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+        waiting = cs.state.waiting if cs.state is not None else None
+        if waiting is not None and waiting.reason in WAITING_PROBLEMS:
+            return str(waiting.reason), str(waiting.message or "")
+    return "", ""
+
+
+def _warning_event(namespace: str, pod: Any) -> tuple[str, str]:
+    """The newest Warning Event about a pod (FailedMount, FailedCreatePodSandBox, ...), or ("", "")."""
+    uid = pod.metadata.uid if pod.metadata is not None else None
+    if not uid:
+        return "", ""
+    try:
+        items = (
+            core()
+            .list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid}", _request_timeout=TIMEOUT)
+            .items
+        )
+    except ApiException:
+        return "", ""
+    warnings = [e for e in items or [] if e.type == "Warning" and e.reason]
+
+    def when(event: Any) -> float:
+        stamp = (
+            event.last_timestamp or event.event_time or (event.metadata.creation_timestamp if event.metadata else None)
+        )
+        return float(stamp.timestamp()) if stamp is not None else 0.0
+
+    if not warnings:
+        return "", ""
+    newest = max(warnings, key=when)
+    return str(newest.reason), str(newest.message or "")
+
+
+def pending_info(namespace: str, pods: list[Any]) -> tuple[str, str, float | None]:
+    """(reason, message, since) of the oldest Pending pod among ``pods`` (since: its creation, Unix time)."""
+    pending = [p for p in pods if p.status is not None and p.status.phase == "Pending" and _terminated(p)[0] is None]
+    if not pending:
+        return "", "", None
+    oldest = min(pending, key=_created)
+    reason, message = _pending_reason(oldest)
+    if not reason:
+        reason, message = _warning_event(namespace, oldest)
+    name = oldest.metadata.name if oldest.metadata is not None else "?"
+    return reason, (f"pod {name}: {message}" if reason else ""), _created(oldest)[0] or None
+
+
 def _started(pod: Any) -> float | None:
     status = pod.status
     for cs in (status.container_statuses or []) if status else []:
@@ -122,6 +193,30 @@ def _created(pod: Any) -> tuple[float, str]:
     meta = pod.metadata
     stamp = meta.creation_timestamp if meta is not None else None
     return (stamp.timestamp() if stamp else 0.0, (meta.name if meta is not None else None) or "")
+
+
+def _before_start(pod: Any, job: Any) -> bool:
+    """A pod created before the Job's current ``startTime``: deleted when the Job was suspended (the Job controller
+    resets startTime on resume, and such pods may still be terminating). Second precision, as the API's."""
+    start = job.status.start_time if job.status is not None else None
+    created = pod.metadata.creation_timestamp if pod.metadata is not None else None
+    if start is None or created is None:
+        return False
+    return bool(created.replace(microsecond=0) < start.replace(microsecond=0))
+
+
+def set_suspend(namespace: str, name: str, suspend: bool) -> bool:
+    """Set a child Job's ``spec.suspend``; True when it changed (False: already so, or the Job is gone)."""
+    job = read_job(namespace, name)
+    if job is None or bool(job.spec.suspend if job.spec is not None else False) == suspend:
+        return False
+    try:
+        batch().patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _request_timeout=TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def read_job(namespace: str, name: str) -> Any | None:
@@ -202,9 +297,12 @@ def observe(namespace: str, cr_name: str, attempt: int, num_nodes: int = 1) -> O
     if job is None:
         return Observation(job_found=False)
     state = job_state(job)
+    if state.suspended and not state.failed and not state.complete:
+        return Observation(job_suspended=True)  # its pods are being deleted; none of them says anything
     job_failed = state.failed
     selector = f"{LABEL_JOB}={cr_name},{LABEL_ATTEMPT}={attempt}"
     pods: list[Any] = core().list_namespaced_pod(namespace, label_selector=selector, _request_timeout=TIMEOUT).items
+    pods = [p for p in pods if not _before_start(p, job)]
     newest: dict[int, Any] = {}
     disrupted = [p for p in pods if _disrupted(p)]
     for pod in sorted(pods, key=_created):
@@ -234,7 +332,15 @@ def observe(namespace: str, cr_name: str, attempt: int, num_nodes: int = 1) -> O
     if len(newest) >= num_nodes and all(code == 0 for code, _ in ended.values()):
         return dataclasses.replace(base, pod_phase="Succeeded", exit_code=0)
     running = any(p.status is not None and p.status.phase == "Running" for p in newest.values())
-    return dataclasses.replace(base, pod_phase="Running" if running else "Pending", disrupted=bool(disrupted))
+    reason, message, since = pending_info(namespace, list(newest.values()))
+    return dataclasses.replace(
+        base,
+        pod_phase="Running" if running else "Pending",
+        disrupted=bool(disrupted),
+        pending_reason=reason,
+        pending_message=message,
+        pending_since=since,
+    )
 
 
 def delete_children(namespace: str, cr_name: str, attempt: int) -> bool:

@@ -13,12 +13,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
-from asyncdiff_worker.keys import JobIdentity, JobLayout
 from kubernetes.client.exceptions import ApiException
 
 from asyncdiff_operator import kube, metrics
 from asyncdiff_operator.api import AsyncDiffJobSpec
-from asyncdiff_operator.children import child_name
+from asyncdiff_operator.children import child_name, manifest_uri
 from asyncdiff_operator.layout import resolve
 from asyncdiff_operator.shard_job import queued_by_kueue
 from asyncdiff_operator.shard_kube import observe_sharded
@@ -66,7 +65,7 @@ def reconcile_sharded(
     status: dict[str, Any],
     generation: int,
     *,
-    create_attempt: Callable[[dict[str, Any], AsyncDiffJobSpec, int], bool],
+    create_attempt: Callable[..., bool],
     stall_seconds: float,
     progress_interval: float,
     logger: kopf.Logger,
@@ -115,15 +114,21 @@ def reconcile_sharded(
     if decision.create_attempt is not None:  # a new child is planned with the replicas of now
         decision.status["layout"] = layout_status(resolve(spec))
         decision.status["child"] = child_name(name, decision.create_attempt)
-        if not create_attempt(dict(body), spec, decision.create_attempt):
+        if not create_attempt(dict(body), spec, decision.create_attempt, suspend=bool(decision.suspend_child)):
             decision.events = []  # an earlier reconcile created this Job and posted its events
+    elif (  # runPolicy.suspend changed: the same Job (status.decide)
+        decision.suspend_child is not None
+        and attempts
+        and not kube.set_suspend(namespace, child_name(name, attempts), decision.suspend_child)
+    ):
+        decision.events = []  # already so: an earlier reconcile did it and posted the event
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
     if decision.retried:
         metrics.retried(decision.retried)
     if decision.status.get("phase") == "Succeeded" and "manifest" not in decision.status:
-        identity = JobIdentity(name=name, uid=uid, namespace=namespace)
-        decision.status["manifest"] = JobLayout.for_job(spec.output.uri, identity).manifest.uri
+        output = status.get("output") or {}
+        decision.status["manifest"] = manifest_uri(name, str(output.get("uri") or spec.output.uri))
     if decision.status and decision.status.get("phase") in ("Succeeded", "Failed"):
         decision.status.setdefault("completionTime", now_iso(now))
     return decision.status

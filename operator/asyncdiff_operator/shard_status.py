@@ -22,7 +22,7 @@ Lifecycle (a new job, suspend and resume, a terminal phase) is ``status.decide``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from asyncdiff_worker.exit_codes import USER_ERROR_CODES, reason_for
@@ -65,7 +65,7 @@ class ShardDecision(Decision):
 
 
 def _as_shard_decision(d: Decision) -> ShardDecision:
-    return ShardDecision(d.status, d.create_attempt, d.delete_attempt, d.events, d.retried)
+    return ShardDecision(**{f.name: getattr(d, f.name) for f in fields(d)})
 
 
 def layout_status(layout: Layout) -> dict[str, Any]:

@@ -172,3 +172,14 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
     for decision in (first, failed):
         assert set(decision.status) <= set(props), set(decision.status) - set(props)
     assert reasons.FAILED in props["phase"]["enum"]
+
+
+def test_the_longest_allowed_name_gives_children_that_fit() -> None:
+    from asyncdiff_operator.children import MAX_NAME_LENGTH, child_name, name_problem, service_name
+
+    name = "n" * MAX_NAME_LENGTH
+    assert name_problem(name, 16) is None
+    assert len(f"{child_name(name, 9999)}-15") == 63 and len(service_name(name)) <= 63
+    assert "at most 47" in str(name_problem(name + "n", 1))
+    assert name_problem("my.job", 1) is None and "DNS label" in str(name_problem("my.job", 2))
+    assert "DNS label" in str(name_problem("1job", 2))

@@ -9,8 +9,9 @@ from typing import Any
 
 import kopf
 import pytest
-from asyncdiff_operator import handlers, kube, reasons
+from asyncdiff_operator import handlers, kube, reasons, shard_reconcile
 from asyncdiff_operator.reconcile_errors import REPEAT_EVENT_EVERY, ChildRejected
+from asyncdiff_operator.shard_status import ShardObservation
 from asyncdiff_operator.status import Observation
 from kubernetes.client.exceptions import ApiException
 
@@ -57,6 +58,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     cluster = FakeCluster()
     monkeypatch.setattr(kube, "create_if_absent", cluster.create_if_absent)
     monkeypatch.setattr(kube, "observe", lambda *a, **k: Observation())
+    monkeypatch.setattr(shard_reconcile, "observe_sharded", lambda *a, **k: ShardObservation())
     monkeypatch.setattr(kube, "delete_children", lambda *a, **k: False)
     monkeypatch.setattr(kopf, "event", cluster.event)
     handlers._errors.clear()
@@ -120,3 +122,43 @@ def test_kube_turns_a_422_into_child_rejected(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(kube, "batch", Refusing)
     with pytest.raises(ChildRejected, match="Job j-attempt-1"):
         kube.create_if_absent("Job", "ns", {"metadata": {"name": "j-attempt-1"}})
+
+
+def test_a_name_too_long_for_the_children_fails_at_once_without_creating_anything(fake: FakeCluster) -> None:
+    """A CRD installed before the CEL rule on metadata.name lets such a CR in: fail it, do not loop on 422."""
+    status = run(cr(name="x" * 48))
+    assert status["phase"] == reasons.FAILED and status["lastFailure"]["reason"] == reasons.INVALID_SPEC
+    assert "at most 47" in status["lastFailure"]["message"] and not fake.children
+
+
+def test_the_resolved_output_location_is_recorded_without_credentials(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's S3 defaults fill what spec.output leaves unset; status.output says where the worker writes."""
+    from asyncdiff_operator.settings import OperatorSettings, S3Defaults
+
+    defaults = S3Defaults(
+        endpoint_url="http://minio.storage:9000", region="eu-west-1", force_path_style=True, credentials_secret="s3"
+    )
+    monkeypatch.setattr(handlers, "SETTINGS", OperatorSettings(s3=defaults))
+    body = cr()
+    body["spec"]["output"] = {"uri": "s3://bucket/out"}
+    status = run(body)
+    assert status["output"] == {
+        "uri": "s3://bucket/out",
+        "endpointUrl": "http://minio.storage:9000",
+        "region": "eu-west-1",
+        "forcePathStyle": True,
+    }
+    body["spec"]["output"]["endpointUrl"] = "http://own:9000"  # the job's own setting wins
+    assert run(cr(name="own") | {"spec": body["spec"]})["output"]["endpointUrl"] == "http://own:9000"
+
+
+def test_a_complete_job_without_pods_succeeds_with_its_manifest(
+    fake: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a single-node job: its sharded child Job is Complete, and no pod is left to read the "done" line from
+    done = ShardObservation(complete=True, completed=frozenset({0}))
+    monkeypatch.setattr(shard_reconcile, "observe_sharded", lambda *a, **k: done)
+    status = run(cr({"phase": "Running", "attempts": 1, "output": {"uri": "s3://b/p/"}}))
+    assert status["phase"] == reasons.SUCCEEDED and status["manifest"] == "s3://b/p/job/manifest.json"

@@ -35,8 +35,14 @@ def failed_condition(reason: str, message: str) -> dict[str, Any]:
 
 
 class FakeCore:
-    def __init__(self, pods: list[dict[str, Any]]) -> None:
+    def __init__(self, pods: list[dict[str, Any]], events: list[dict[str, Any]] | None = None) -> None:
         self.pods = pods
+        self.events = events or []
+
+    def list_namespaced_event(self, namespace: str, field_selector: str = "", **_: Any) -> Any:
+        uid = field_selector.removeprefix("involvedObject.uid=")
+        items = [e for e in self.events if e["involvedObject"].get("uid") == uid]
+        return model({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": items}, "CoreV1EventList")
 
     def list_namespaced_pod(self, namespace: str, **_: Any) -> Any:
         return model({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": self.pods}, "V1PodList")
@@ -48,9 +54,9 @@ class FakeCore:
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """What the fake API returns: ``job`` (JSON or None for 404) and ``pods``."""
-    state: dict[str, Any] = {"job": job_json(), "pods": []}
+    state: dict[str, Any] = {"job": job_json(), "pods": [], "events": []}
     monkeypatch.setattr(kube, "read_job", lambda ns, name: state["job"] and model(state["job"], "V1Job"))
-    monkeypatch.setattr(kube, "core", lambda: FakeCore(state["pods"]))
+    monkeypatch.setattr(kube, "core", lambda: FakeCore(state["pods"], state["events"]))
     return state
 
 
@@ -141,3 +147,69 @@ def test_a_pod_without_status_or_metadata_fields(cluster: dict[str, Any]) -> Non
     assert obs.pod_phase == "Pending" and obs.exit_code is None
     evicted = pod_json("p1", "Failed", reason="Evicted", conditions=[{"type": "DisruptionTarget", "status": "True"}])
     assert kube._disrupted(model(evicted, "V1Pod"))
+
+
+def test_pods_deleted_by_a_suspension_are_not_read_after_resume(cluster: dict[str, Any]) -> None:
+    """Resuming resets the Job's startTime; a pod created before it was deleted by the suspension (it may still be
+    terminating, exit 143) and says nothing about the resumed attempt."""
+    old = pod_json("old", "Failed")
+    old["status"]["containerStatuses"] = [
+        {"name": "worker", "image": "w", "imageID": "", "ready": False, "restartCount": 0,
+         "state": {"terminated": {"exitCode": 143, "reason": "Error"}}}
+    ]  # fmt: skip
+    cluster["pods"] = [old]
+    cluster["job"] = job_json(startTime="2026-01-01T00:00:00Z", active=1)  # the pod is not older than startTime
+    assert kube.observe("ns", "j", 1).exit_code == 143
+    cluster["job"] = job_json(startTime="2026-01-01T00:05:00Z")  # resumed five minutes later
+    obs = kube.observe("ns", "j", 1)
+    assert obs.exit_code is None and obs.pod_phase is None
+    suspended = {"type": "Suspended", "status": "True", "reason": "JobSuspended", "message": "Job suspended"}
+    cluster["job"] = job_json(conditions=[suspended])
+    assert kube.observe("ns", "j", 1).job_suspended
+
+
+UNSCHEDULABLE = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+
+
+def waiting(reason: str, message: str = "") -> list[dict[str, Any]]:
+    state: dict[str, Any] = {"reason": reason}
+    if message:
+        state["message"] = message
+    return [
+        {"name": "worker", "image": "w", "imageID": "", "ready": False, "restartCount": 0, "state": {"waiting": state}}
+    ]
+
+
+def test_the_pending_pod_says_why(cluster: dict[str, Any]) -> None:
+    """The three shapes a stuck pod has on a real cluster: PodScheduled False Unschedulable; a container waiting in
+    ImagePullBackOff; ContainerCreating with nothing but FailedMount Warning events."""
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": UNSCHEDULABLE}
+    cluster["pods"] = [pod_json("p0", "Pending", conditions=[scheduled])]
+    obs = kube.observe("ns", "j", 1)
+    assert (obs.pod_phase, obs.pending_reason) == ("Pending", "Unschedulable")
+    assert obs.pending_message == f"pod p0: {UNSCHEDULABLE}" and obs.pending_since is not None
+    pulling = 'Back-off pulling image "registry.example/worker:9"'
+    cluster["pods"] = [pod_json("p0", "Pending", containerStatuses=waiting("ImagePullBackOff", pulling))]
+    obs = kube.observe("ns", "j", 1)
+    assert obs.pending_reason == "ImagePullBackOff" and pulling in obs.pending_message
+    creating = pod_json("p0", "Pending", containerStatuses=waiting("ContainerCreating"))
+    creating["metadata"]["uid"] = "uid-p0"
+    cluster["pods"] = [creating]
+    assert kube.observe("ns", "j", 1).pending_reason == ""  # nothing said yet: no reason made up
+    mount = 'MountVolume.SetUp failed for volume "s3-credentials" : secret "s3" not found'
+    cluster["events"] = [
+        {
+            "metadata": {"name": "e1", "namespace": "ns"},
+            "involvedObject": {"kind": "Pod", "name": "p0", "uid": "uid-p0"},
+            "reason": reason,
+            "message": message,
+            "type": etype,
+            "lastTimestamp": stamp,
+        }
+        for reason, message, etype, stamp in [
+            ("Scheduled", "Successfully assigned ns/p0 to node", "Normal", "2026-01-01T00:00:09Z"),
+            ("FailedMount", mount, "Warning", "2026-01-01T00:00:05Z"),
+        ]
+    ]
+    obs = kube.observe("ns", "j", 1)
+    assert obs.pending_reason == "FailedMount" and obs.pending_message == f"pod p0: {mount}"

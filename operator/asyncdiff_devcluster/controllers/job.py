@@ -17,6 +17,10 @@ and the operator's status sync has nothing to read. Implemented, following kube-
   conditions (e.g. ``DisruptionTarget`` set by the eviction API);
 * status counters, ``completedIndexes``/``failedIndexes``, ``startTime``/``completionTime`` and the
   ``Suspended``, ``FailureTarget``/``Failed``, ``SuccessCriteriaMet``/``Complete`` conditions;
+* suspension as in Kubernetes (KEP-2232): ``spec.suspend`` deletes the active pods (their tracking finalizer
+  removed first, so they never count as failed), sets ``Suspended=True`` (event ``Suspended``), stops the
+  ``activeDeadlineSeconds`` clock; resuming sets ``Suspended=False`` reason ``JobResumed`` (event ``Resumed``) and
+  resets ``startTime`` to now; a Job created suspended gets no ``startTime`` until resumed;
 * ``ttlSecondsAfterFinished`` (the TTL-after-finished controller), with background propagation.
 
 Not implemented: ``successPolicy``, ``managedBy`` hand-off, pod ``ready``-based ``status.ready`` nuances.
@@ -260,7 +264,10 @@ class JobController(Controller):
         failed = int(status.get("failed", 0))
         requeue: float | None = None
 
-        # 2. decide the outcome
+        # 2. decide the outcome (a Job being resumed restarts its activeDeadlineSeconds clock first: the docs'
+        # "stopped and reset when the Job is resumed"; startTime is reset to now)
+        if not finished and not spec.get("suspend") and _cond_true(status, "Suspended"):
+            status["startTime"] = now_rfc3339()
         if not finished and not _cond_true(status, "FailureTarget") and not _cond_true(status, "SuccessCriteriaMet"):
             restarts = 0
             if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") == "OnFailure":
@@ -336,10 +343,12 @@ class JobController(Controller):
             active, creating = [], False
         elif spec.get("suspend"):
             for pod in active:
+                # kube-controller-manager's deleteJobPods: the tracking finalizer goes first, so a pod deleted
+                # because the Job is suspended is never counted as failed.
+                self._drop_tracking(pod)
                 self.delete_pod(pod)
             active = []
             if set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended"):
-                status.pop("startTime", None)
                 self.api.record_event(self._ref(job), "Suspended", "Job suspended", component="job-controller")
             creating = False
         else:
