@@ -141,7 +141,9 @@ def test_sdxl_local_model_prompts_from_s3_to_files_as_jpeg(
     code, manifest, _ = run_job(write_job(tmp_path, spec, "sdxl-job"), quiet=True)
     assert code == 0 and manifest is not None
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["sdxl-job/manifest.json", "sdxl-job/outputs/00000-p0000.jpg", "sdxl-job/outputs/00001-p0001.jpg"]
+    visible = [f for f in files if "/_shards/" not in f and not f.rsplit("/", 1)[-1].startswith(".")]
+    assert visible == ["sdxl-job/manifest.json", "sdxl-job/outputs/00000-p0000.jpg", "sdxl-job/outputs/00001-p0001.jpg"]
+    assert "sdxl-job/outputs/.00000-p0000.jpg.meta.json" in files  # the metadata sidecar resume reads
     for record in manifest.outputs:
         path = Path(record.uri.removeprefix("file://"))
         assert hashlib.sha256(path.read_bytes()).hexdigest() == record.sha256
