@@ -15,9 +15,9 @@ whose pods are node ranks, not shards; they keep their own Indexed Job (``childr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from asyncdiff_worker.shards import ShardPlan, plan_shards
+from asyncdiff_worker.spec import ParallelismSpec
 
 from asyncdiff_operator.api import AsyncDiffJobSpec
 
@@ -45,27 +45,31 @@ class Layout:
         return f"{self.groups}x{self.devices_per_group}"
 
 
-def _goal(spec: AsyncDiffJobSpec) -> str | None:
-    goal: str | None = getattr(spec.parallelism, "goal", None)
-    return goal
+def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
+    """The spec with the planner's layout written in (modelN, stride, cfgParallel, replicas) and the planner's
+    reason, when the job gives ``spec.parallelism.devices``; else the spec itself and "". The worker receives the
+    planned spec, so it renders with the layout the operator scheduled (it never plans again). Raises
+    ``asyncdiff_worker.planner.PlanError`` (a ValueError naming the field) when the devices do not fit."""
+    if "devices" not in ParallelismSpec.model_fields or getattr(spec.parallelism, "devices", None) is None:
+        return spec, ""
+    from asyncdiff_worker.planner import resolve_layout
 
-
-def _plan(spec: AsyncDiffJobSpec) -> Any:
-    import importlib
-
-    return importlib.import_module("asyncdiff_worker.planner").plan_layout(spec)
+    _, plan = resolve_layout(spec.job_spec())
+    if plan is None:
+        return spec, ""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    par = dict(data.get("parallelism", {}))
+    par.update(modelN=plan.layout.model_n, stride=plan.layout.stride, replicas=plan.layout.replicas)
+    if plan.layout.cfg_parallel or "cfgParallel" in par:
+        par["cfgParallel"] = plan.layout.cfg_parallel
+    data["parallelism"] = par
+    chosen: AsyncDiffJobSpec = AsyncDiffJobSpec.model_validate(data)
+    return chosen, plan.reason
 
 
 def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
-    """The spec with the planner's layout filled in (modelN, stride, replicas), when the job asked for a plan; the
-    worker receives this spec, so it renders with the same layout the operator scheduled."""
-    if _goal(spec) is None:
-        return spec
-    chosen = _plan(spec)
-    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    data["parallelism"].update(modelN=chosen.model_n, stride=chosen.stride, replicas=chosen.replicas)
-    planned: AsyncDiffJobSpec = AsyncDiffJobSpec.model_validate(data)
-    return planned
+    """``planned(spec)``'s spec: what the child Job and the worker run."""
+    return planned(spec)[0]
 
 
 def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layout:
@@ -76,10 +80,7 @@ def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layo
     them; a running Job's completions cannot change, so once a child exists the plan keeps the replicas it was
     made with and only the groups (the Job's parallelism) follow ``spec.parallelism.replicas``.
     """
-    reason = ""
-    if _goal(spec) is not None:
-        reason = str(_plan(spec).reason)
-        spec = effective_spec(spec)
+    spec, reason = planned(spec)
     replicas = int(spec.parallelism.replicas)
     worker_spec = spec.job_spec()
     if planned_replicas is not None and planned_replicas != replicas:
