@@ -69,6 +69,8 @@ def shard_env() -> list[dict[str, Any]]:
     return [
         {"name": "ASYNCDIFF_SHARD_INDEX", "valueFrom": annotation(COMPLETION_INDEX)},
         {"name": "ASYNCDIFF_INDEX_RETRY", "valueFrom": annotation(INDEX_FAILURE_COUNT)},
+        # who rendered an output (manifest records): the pod, as HOSTNAME is the index's stable <job>-<index>
+        {"name": "ASYNCDIFF_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
 

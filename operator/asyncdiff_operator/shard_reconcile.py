@@ -129,6 +129,10 @@ def reconcile_sharded(
     if decision.status.get("phase") == "Succeeded" and "manifest" not in decision.status:
         output = status.get("output") or {}
         decision.status["manifest"] = manifest_uri(name, str(output.get("uri") or spec.output.uri))
+    if decision.status:  # the handler's default (one group's devices) must not overwrite the total
+        decision.status.setdefault(
+            "devices", decision.status.get("layout", {}).get("devicesTotal", layout.devices_total)
+        )
     if decision.status and decision.status.get("phase") in ("Succeeded", "Failed"):
         decision.status.setdefault("completionTime", now_iso(now))
     return decision.status

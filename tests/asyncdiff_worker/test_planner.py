@@ -31,7 +31,9 @@ def spec_of(parallelism: dict[str, Any], family: str = "sd21", **generation: Any
     return job.spec
 
 
-def layout(parallelism: dict[str, Any], family: str = "sd21", memory: float | None = None) -> tuple[int, int, bool, int]:
+def layout(
+    parallelism: dict[str, Any], family: str = "sd21", memory: float | None = None
+) -> tuple[int, int, bool, int]:
     plan = plan_layout(spec_of(parallelism, family), gpu_memory_gib=memory)
     lay = plan.layout
     assert lay.devices == parallelism["devices"]
@@ -81,7 +83,12 @@ def test_resolve_writes_the_layout_in_and_is_stable() -> None:
     resolved, plan = resolve_layout(spec)
     assert plan is not None
     par = resolved.parallelism
-    assert (par.model_n, par.stride, par.replicas, par.devices) == (3, 1, 1, 8) or par.devices_per_group * par.replicas == 8
+    assert (par.model_n, par.stride, par.replicas, par.devices) == (
+        3,
+        1,
+        1,
+        8,
+    ) or par.devices_per_group * par.replicas == 8
     again, plan2 = resolve_layout(resolved)
     assert again == resolved and plan2 is not None and plan2.layout == plan.layout
     unplanned = spec_of({"modelN": 2})
@@ -94,7 +101,10 @@ def test_resolve_writes_the_layout_in_and_is_stable() -> None:
         ({"goal": "latency"}, "spec.parallelism.goal: needs spec.parallelism.devices"),
         ({"quality": "exact"}, "spec.parallelism.quality: needs spec.parallelism.devices"),
         ({"devices": 0}, "spec.parallelism.devices: 0 is less than the minimum 1"),
-        ({"devices": 7, "modelN": 2, "stride": 1, "cfgParallel": False}, "spec.parallelism.devices: 7 device(s) cannot"),
+        (
+            {"devices": 7, "modelN": 2, "stride": 1, "cfgParallel": False},
+            "spec.parallelism.devices: 7 device(s) cannot",
+        ),
         ({"devices": 8, "modelN": 2, "replicas": 3}, "spec.parallelism.devices: 8 does not match the explicit layout"),
         ({"devices": 4, "modelN": 4, "goal": "latency", "quality": "exact"}, "spec.parallelism.quality: no layout"),
     ],
