@@ -6,9 +6,10 @@ cannot disagree on the job format. Reserved env names (torchrun's rendezvous var
 the operator sets them itself; S3 credentials may only come from Secrets (``pod.s3CredentialsSecret`` or an env
 ``valueFrom.secretKeyRef``), never as literal env values, because the spec is readable by anyone who can read jobs.
 
-GPUs and nodes: a job needs ``devices = modelN + stride - 1`` processes. ``runPolicy.numNodes`` pods each run
-``devices / numNodes`` of them (numNodes must divide devices). ``runPolicy.gpusPerNode`` defaults to that same
-number; set it to 0 for CPU-only pods (gloo); any other value must satisfy ``gpusPerNode x numNodes == devices``.
+GPUs and nodes: a job needs ``devices_per_group = (modelN + stride - 1) x (2 if cfgParallel)`` processes.
+``runPolicy.numNodes`` pods each run ``devices_per_group / numNodes`` of them (numNodes must divide it).
+``runPolicy.gpusPerNode`` defaults to that same number; set it to 0 for CPU-only pods (gloo); any other value must
+satisfy ``gpusPerNode x numNodes == devices_per_group``.
 The CRD checks the same rules with CEL (``crd.py``), so a wrong CR is refused at ``kubectl apply``.
 """
 
@@ -74,7 +75,7 @@ class RunPolicy(_Model):
         ge=0,
         le=64,
         description="GPUs per pod; default devices / numNodes; 0 runs CPU-only pods (gloo). "
-        "Otherwise gpusPerNode x numNodes must equal the devices (modelN + stride - 1).",
+        "Otherwise gpusPerNode x numNodes must equal the devices ((modelN + stride - 1) x (2 if cfgParallel)).",
     )
 
 
@@ -228,15 +229,13 @@ class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when my
 
     @model_validator(mode="after")
     def _devices_fit_nodes(self) -> AsyncDiffJobSpec:
-        devices, nodes, gpus = self.devices, self.run_policy.num_nodes, self.run_policy.gpus_per_node
+        devices, nodes, gpus = self.devices_per_group, self.run_policy.num_nodes, self.run_policy.gpus_per_node
+        formula = self.parallelism.devices_formula()
         if devices % nodes:
+            raise ValueError(f"runPolicy.numNodes: {nodes} does not divide the job's devices ({formula})")
+        if gpus and gpus * nodes != devices and self.parallelism.devices is None:
             raise ValueError(
-                f"runPolicy.numNodes: {nodes} does not divide the job's devices (modelN + stride - 1 = {devices})"
-            )
-        if gpus and gpus * nodes != devices:
-            raise ValueError(
-                f"runPolicy.gpusPerNode: {gpus} x numNodes {nodes} must equal the job's devices "
-                f"(modelN + stride - 1 = {devices})"
+                f"runPolicy.gpusPerNode: {gpus} x numNodes {nodes} must equal the job's devices ({formula})"
             )
         return self
 
@@ -247,6 +246,17 @@ class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when my
                 f"runPolicy.numNodes: {self.run_policy.num_nodes} nodes run one generation group; "
                 f"parallelism.replicas {self.parallelism.replicas} needs numNodes 1 (each replica is one pod)"
             )
+        if self.parallelism.devices is not None:
+            if self.run_policy.num_nodes > 1:
+                raise ValueError(
+                    "parallelism.devices: the planner needs runPolicy.numNodes 1; give a multi-node job an explicit "
+                    "modelN and stride instead"
+                )
+            if self.run_policy.gpus_per_node:
+                raise ValueError(
+                    "runPolicy.gpusPerNode: leave it out (or 0 for CPU-only pods) with parallelism.devices: each pod "
+                    "gets the GPUs of one planned group"
+                )
         return self
 
     def job_spec(self) -> JobSpec:
@@ -256,8 +266,8 @@ class AsyncDiffJobSpec(JobSpec):  # type: ignore[misc]  # JobSpec is Any when my
 
     @property
     def procs_per_node(self) -> int:
-        """Worker processes in each pod: devices / numNodes."""
-        return int(self.devices) // self.run_policy.num_nodes
+        """Worker processes in each pod: devices_per_group / numNodes."""
+        return int(self.devices_per_group) // self.run_policy.num_nodes
 
     @property
     def gpus_per_node(self) -> int:

@@ -5,10 +5,11 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 ``anyOf: [X, null]`` of optional fields collapsed to X, ``int | str`` made ``x-kubernetes-int-or-string``,
 ``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, ``dict[str, Any]`` (affinity, volumes)
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
-structural schema cannot say are CEL rules (``x-kubernetes-validations``): the devices must fit the nodes and GPUs,
-the spec is immutable once the operator started the job (``status.attempts > 0``), except ``runPolicy.suspend``;
-and ``metadata.name`` fits the children's names (``children.name_problem``). The immutability rule is generated
-from the models' fields, so a new field is covered.
+structural schema cannot say are CEL rules (``x-kubernetes-validations``), each the twin of a pydantic check: the
+devices must fit the nodes and GPUs, stride 2 needs two stages, cfgParallel needs guidance, ``metadata.name`` fits
+the children's names (``children.name_problem``), and the spec is immutable once the operator started the job
+(``status.attempts > 0``), except ``runPolicy.suspend`` and ``parallelism.replicas`` (the child Job's parallelism
+follows it). The immutability rule is generated from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from asyncdiff.families import FAMILIES
 from asyncdiff_worker.spec import ParallelismSpec
+from asyncdiff_worker.spec.models import GenerationSpec
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 from asyncdiff_operator.children import DNS_LABEL, MAX_NAME_LENGTH
@@ -102,33 +105,73 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_DEVICES = (
-    f"(has(self.parallelism) ? self.parallelism.modelN + self.parallelism.stride - 1 : {ParallelismSpec().devices})"
-)
+_P = "self.parallelism"
+_CFG = f"(has({_P}.cfgParallel) && {_P}.cfgParallel)"
+_N = f"(has({_P}.modelN) ? {_P}.modelN : {ParallelismSpec().model_n})"  # no schema defaults: the planner's fields
+_S = f"(has({_P}.stride) ? {_P}.stride : {ParallelismSpec().stride})"
+_DEVICES = f"(has({_P}) ? ({_N} + {_S} - 1) * ({_CFG} ? 2 : 1) : {ParallelismSpec().devices_per_group})"
+"""CEL for ``JobSpec.devices_per_group``: (modelN + stride - 1) x (2 if cfgParallel); the same formula as pydantic."""
+_GUIDED = ", ".join(f"'{name}'" for name, family in FAMILIES.items() if family.guidance is not None)
+_DEFAULT_GUIDANCE = float(GenerationSpec.model_fields["guidance_scale"].default)
 
 
 def spec_rules() -> list[dict[str, str]]:
-    """CEL rules on ``spec``: the job's devices (modelN + stride - 1) fit numNodes and gpusPerNode."""
+    """CEL rules on ``spec``, each the twin of a pydantic check: the job's devices ((modelN + stride - 1) x (2 if
+    cfgParallel)) fit numNodes and gpusPerNode; stride 2 needs modelN >= 2; cfgParallel needs a family with guidance
+    and guidanceScale > 1."""
+    guidance = f"(has(self.generation.guidanceScale) ? double(self.generation.guidanceScale) : {_DEFAULT_GUIDANCE})"
     return [
         {
             "rule": f"!has(self.runPolicy) || {_DEVICES} % self.runPolicy.numNodes == 0",
             "fieldPath": ".runPolicy.numNodes",
-            "message": "runPolicy.numNodes must divide the job's devices (parallelism.modelN + stride - 1)",
+            "message": "runPolicy.numNodes must divide the job's devices "
+            "((parallelism.modelN + stride - 1) x (2 if cfgParallel))",
         },
         {
             "rule": "!has(self.runPolicy) || !has(self.runPolicy.gpusPerNode) || self.runPolicy.gpusPerNode == 0 || "
-            f"self.runPolicy.gpusPerNode * self.runPolicy.numNodes == {_DEVICES}",
+            f"(has({_P}) && has({_P}.devices)) || self.runPolicy.gpusPerNode * self.runPolicy.numNodes == {_DEVICES}",
             "fieldPath": ".runPolicy.gpusPerNode",
             "message": "runPolicy.gpusPerNode x runPolicy.numNodes must equal the job's devices "
-            "(parallelism.modelN + stride - 1), or gpusPerNode must be 0 (CPU-only pods)",
+            "((parallelism.modelN + stride - 1) x (2 if cfgParallel)), or gpusPerNode must be 0 (CPU-only pods)",
+        },
+        {
+            "rule": f"!has({_P}) || !has({_P}.modelN) || !has({_P}.stride) || {_P}.modelN > 1 || {_P}.stride == 1",
+            "fieldPath": ".parallelism.stride",
+            "message": "parallelism.stride 2 needs modelN >= 2: use stride 1 with modelN 1",
+        },
+        {
+            "rule": f"!has({_P}) || !{_CFG} || self.model.family in [{_GUIDED}]",
+            "fieldPath": ".parallelism.cfgParallel",
+            "message": "parallelism.cfgParallel needs a family with classifier-free guidance: set cfgParallel false",
+        },
+        {
+            "rule": f"!has({_P}) || !{_CFG} || {guidance} > 1.0",
+            "fieldPath": ".parallelism.cfgParallel",
+            "message": "parallelism.cfgParallel needs generation.guidanceScale > 1 (with guidance off there is no "
+            "unconditional half): raise guidanceScale or set cfgParallel false",
         },
     ]
 
 
 def batch_rules() -> list[dict[str, str]]:
-    """CEL rules of batch jobs: a multi-node job is one generation group (replicas 1)."""
+    """CEL rules of batch jobs: a multi-node job is one generation group (replicas 1, no planner); with the planner
+    (parallelism.devices) each pod's GPUs follow the planned group, so gpusPerNode is left out (or 0: CPU-only)."""
     multi_node = "has(self.runPolicy) && has(self.runPolicy.numNodes) && self.runPolicy.numNodes > 1"
+    planned = f"has({_P}) && has({_P}.devices)"
     return [
+        {
+            "rule": f"!({multi_node}) || !({planned})",
+            "fieldPath": ".parallelism.devices",
+            "message": "parallelism.devices (the planner) needs runPolicy.numNodes 1: give a multi-node job an "
+            "explicit modelN and stride instead",
+        },
+        {
+            "rule": f"!({planned}) || !has(self.runPolicy) || !has(self.runPolicy.gpusPerNode) || "
+            "self.runPolicy.gpusPerNode == 0",
+            "fieldPath": ".runPolicy.gpusPerNode",
+            "message": "runPolicy.gpusPerNode must be left out (or 0 for CPU-only pods) with parallelism.devices: "
+            "each pod gets the GPUs of one planned group",
+        },
         {
             "rule": f"!({multi_node}) || !has(self.parallelism) || !has(self.parallelism.replicas) || "
             "self.parallelism.replicas == 1",
@@ -339,7 +382,7 @@ def status_schema() -> dict[str, Any]:
             "attempts": _int("Attempts created (each is one child Job)."),
             "failedAttempts": _int("Failed attempts counted against backoffLimit (disruptions are not)."),
             "child": _str("The current attempt's Job and ConfigMap name."),
-            "devices": _int("Worker processes of the job in total (groups x (modelN + stride - 1))."),
+            "devices": _int("Worker processes of the job in total (groups x devices per group)."),
             "layout": layout,
             "shards": shards,
             "failedPods": _int("Pod failures the child Job counted (each retried its shard alone)."),

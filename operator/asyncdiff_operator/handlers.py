@@ -160,7 +160,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         )
         if changes.get("child") or "output" not in status:
             changes["output"] = output_location(spec, SETTINGS)
-        _write_status(body, patch, logger, status, changes, generation, spec.devices)
+        _write_status(body, patch, logger, status, changes, generation, spec.devices_per_group)
         return
     attempts = int(status.get("attempts") or 0)
     observe = attempts > 0 and not policy.suspend and phase != reasons.SUSPENDED
@@ -173,7 +173,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         # Succeeded without a pod to read (the Job is Complete, its pods are gone): the manifest's fixed place.
         output = decision.status.get("output") or status.get("output") or {}
         decision.status["manifest"] = manifest_uri(meta["name"], str(output.get("uri") or spec.output.uri))
-    _write_status(body, patch, logger, status, decision.status, generation, spec.devices)
+    _write_status(body, patch, logger, status, decision.status, generation, spec.devices_per_group)
 
 
 def _write_status(

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asyncdiff_worker.shards import ShardPlan, plan_shards
-from asyncdiff_worker.spec import ParallelismSpec
 
 from asyncdiff_operator.api import AsyncDiffJobSpec
 
@@ -50,7 +49,7 @@ def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
     reason, when the job gives ``spec.parallelism.devices``; else the spec itself and "". The worker receives the
     planned spec, so it renders with the layout the operator scheduled (it never plans again). Raises
     ``asyncdiff_worker.planner.PlanError`` (a ValueError naming the field) when the devices do not fit."""
-    if "devices" not in ParallelismSpec.model_fields or getattr(spec.parallelism, "devices", None) is None:
+    if spec.parallelism.devices is None:
         return spec, ""
     from asyncdiff_worker.planner import resolve_layout
 
@@ -97,7 +96,7 @@ def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layo
         stride=int(spec.parallelism.stride),
         replicas=replicas,
         groups=groups,
-        devices_per_group=int(spec.devices),
+        devices_per_group=int(spec.devices_per_group),
         plan=plan,
         reason=reason,
         note=note,

@@ -30,10 +30,18 @@ class Case:
     img2img: bool = False
     split: Any = None
     free_eps: str = "own"
+    cfg: bool = False
+    """``cfg_parallel=True``: two stage groups, world 2 x (model_n + stride - 1)."""
+    batch: int = 1
+    """> 1: one call with ``batch`` prompts (svd: videos) and a generator each, compared with ``batch`` one-output
+    calls under the same AsyncDiff object (the result's max_abs_diff is batched vs one at a time)."""
+    then_warm_up: int = 0
+    """> 0: after the compared call, ``reset_state(warm_up=then_warm_up)`` and call again on the same object (one
+    planning pays for two modes); that output lands in the result's ``then_*`` fields."""
 
     @property
     def world(self) -> int:
-        return self.model_n + self.stride - 1
+        return (self.model_n + self.stride - 1) * (2 if self.cfg else 1)
 
     @property
     def key(self) -> str:
@@ -41,6 +49,8 @@ class Case:
         parts += ["ts"] * self.time_shift + ["img2img"] * self.img2img
         parts += [self.split] if isinstance(self.split, str) else ["custom-split"] if self.split else []
         parts += [f"free-eps-{self.free_eps}"] if self.free_eps != "own" else []
+        parts += ["cfg"] * self.cfg + ([f"batch{self.batch}"] if self.batch > 1 else [])
+        parts += [f"then-w{self.then_warm_up}"] if self.then_warm_up else []
         return "-".join(parts)
 
 
@@ -57,6 +67,10 @@ class RankResult:
     error: str = ""
     array: Any = None
     """The output itself (rank 0 only; the tiny outputs are small)."""
+    then_digest: str = ""
+    then_finite: bool = False
+    then_array: Any = None
+    """``Case.then_warm_up``'s second output (rank 0 only)."""
 
 
 def _output_array(result: Any) -> Any:
@@ -67,6 +81,28 @@ def _output_array(result: Any) -> Any:
             value = getattr(result, name)
             return np.asarray(value[0] if isinstance(value, list) and name == "frames" else value, dtype=np.float32)
     raise TypeError(f"unknown pipeline output {type(result)}")
+
+
+def _batched_kwargs(case: Case, index: int | None) -> dict[str, Any]:
+    """The call of output ``index`` alone (seed ``index``), or, with None, of all ``case.batch`` outputs at once."""
+    import torch
+    from asyncdiff.testing.tiny_pipelines import example_call_kwargs
+
+    kwargs = example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)
+    indices = range(case.batch) if index is None else [index]
+    kwargs["generator"] = [torch.Generator("cpu").manual_seed(i) for i in indices]
+    if case.family == "svd":
+        kwargs["num_videos_per_prompt"] = len(indices)
+    else:
+        kwargs["prompt"] = [f"{kwargs['prompt']} number {i}" for i in indices]
+        kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(indices)
+    return kwargs
+
+
+def _batch_array(result: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(result.frames if hasattr(result, "frames") else result.images, dtype=np.float32)
 
 
 def set_rank_environment(rank: int, world: int, port: int) -> None:
@@ -96,7 +132,10 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
         out = RankResult(rank)
         try:
             pipe = load_pipeline(case.family, path, img2img=case.img2img)
-            reference = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
+            if case.batch == 1:
+                reference = _output_array(
+                    pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img))
+                )
             async_diff = AsyncDiff(
                 pipe,
                 model_n=case.model_n,
@@ -105,14 +144,27 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
                 time_shift=case.time_shift,
                 split=case.split,
                 stride2_free_eps=case.free_eps,
+                cfg_parallel=case.cfg,
             )
+            if case.batch > 1:
+                singles = [_batch_array(pipe(**_batched_kwargs(case, i))) for i in range(case.batch)]
+                reference = np.concatenate(singles, axis=0)
             start = time.perf_counter()
-            got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
+            if case.batch > 1:
+                got = _batch_array(pipe(**_batched_kwargs(case, None)))
+            else:
+                got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
             out.seconds = time.perf_counter() - start
             out.max_abs_diff = float(np.abs(got - reference).max())
             out.shape, out.finite = tuple(got.shape), bool(np.isfinite(got).all())
             out.digest = hashlib.sha256(got.tobytes()).hexdigest()
             out.array = got if rank == 0 else None
+            if case.then_warm_up:
+                async_diff.reset_state(warm_up=case.then_warm_up)
+                then = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
+                out.then_finite = bool(np.isfinite(then).all())
+                out.then_digest = hashlib.sha256(then.tobytes()).hexdigest()
+                out.then_array = then if rank == 0 else None
             out.stats = async_diff.stats()
             out.plan = async_diff.plan.describe() if async_diff.plan else ""
         except Exception:

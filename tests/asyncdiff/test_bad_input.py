@@ -22,8 +22,9 @@ def _pipe(tiny_model_dir: Any, family: str = "sd15", layout: str = "minimal") ->
 @pytest.mark.parametrize(
     ("kwargs", "parameter", "allowed"),
     [
-        ({"model_n": 5}, "model_n", "one of 2, 3, 4"),
-        ({"model_n": 1}, "model_n", "one of 2, 3, 4"),
+        ({"model_n": 5}, "model_n", "one of 1, 2, 3, 4"),
+        ({"model_n": 1, "stride": 2}, "stride", "1 when model_n=1"),
+        ({"cfg_parallel": "yes"}, "cfg_parallel", "True or False"),
         ({"stride": 3}, "stride", "one of 1, 2"),
         ({"warm_up": 0}, "warm_up", "an integer >= 1"),
         ({"warm_up": 1.5}, "warm_up", "an integer >= 1"),

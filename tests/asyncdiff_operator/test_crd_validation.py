@@ -77,6 +77,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("runPolicy", {"numNodes": 3}, "spec.runPolicy.numNodes"),
     ("runPolicy", {"gpusPerNode": 3}, "spec.runPolicy.gpusPerNode"),
     ("runPolicy", {"numNodes": 2, "gpusPerNode": 2}, "spec.runPolicy.gpusPerNode"),
+    ("parallelism", {"modelN": 1, "stride": 2}, "spec.parallelism.stride"),
     ("pod.env", [{"name": "MASTER_ADDR", "value": "x"}], "spec.pod.env[0].name"),
     ("pod.env", [{"name": "PET_NNODES", "value": "2"}], "spec.pod.env[0].name"),
     ("pod.env", [{"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"}], "spec.pod.env[0].value"),
@@ -110,6 +111,47 @@ def test_multi_node_job_is_one_group(api: E2E) -> None:
     with pytest.raises(ValueError, match="replicas 2 needs numNodes 1"):
         parse_spec(body["spec"])
     create(api, set_path(body, "parallelism.replicas", 1))
+
+
+@pytest.mark.parametrize(
+    ("run_policy", "field", "message"),
+    [
+        ({"numNodes": 2}, "spec.parallelism.devices", "the planner needs runPolicy.numNodes 1"),
+        ({"gpusPerNode": 2}, "spec.runPolicy.gpusPerNode", "leave it out"),
+    ],
+)
+def test_planner_jobs_are_one_pod_per_group(api: E2E, run_policy: dict[str, Any], field: str, message: str) -> None:
+    planned = set_path(base("planned"), "parallelism", {"devices": 4, "goal": "throughput"})
+    body = set_path(planned, "runPolicy", run_policy)
+    with pytest.raises(ApiException) as info:
+        create(api, body)
+    assert info.value.status == 422, info.value.body
+    assert field in [c.get("field") for c in json.loads(info.value.body)["details"]["causes"]]
+    with pytest.raises(ValueError, match=message):
+        parse_spec(body["spec"])
+    cpu_only = set_path(planned, "runPolicy", {"gpusPerNode": 0})
+    cpu_only["metadata"]["name"] = f"planned-cpu-{'nodes' if 'numNodes' in run_policy else 'gpus'}"
+    create(api, cpu_only)  # CPU-only pods (gpusPerNode 0) are fine with the planner
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"parallelism.cfgParallel": True, "generation.guidanceScale": 1}, "spec.parallelism.cfgParallel"),
+        ({"parallelism.cfgParallel": True, "runPolicy": {"gpusPerNode": 2}}, "spec.runPolicy.gpusPerNode"),
+    ],
+)
+def test_cfg_parallel_rules(api: E2E, changes: dict[str, Any], field: str) -> None:
+    body = base("cfg-bad")
+    for path, value in changes.items():
+        body = set_path(body, path, value)
+    with pytest.raises(ApiException) as info:
+        create(api, body)
+    assert info.value.status == 422, info.value.body
+    assert field in [c.get("field") for c in json.loads(info.value.body)["details"]["causes"]]
+    good = set_path(set_path(base("cfg-good"), "parallelism.cfgParallel", True), "runPolicy", {"gpusPerNode": 4})
+    create(api, good)
+    api.custom.delete_namespaced_custom_object("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "cfg-good")
 
 
 def test_kubectl_apply_shows_the_message(api: E2E) -> None:

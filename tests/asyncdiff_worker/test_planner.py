@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from asyncdiff_worker.exit_codes import ExitCode
 from asyncdiff_worker.plan_cli import main as plan_main
 from asyncdiff_worker.planner import PlanError, memory_per_device, plan_layout, resolve_layout
 from asyncdiff_worker.spec import JobSpec, validate_job
@@ -24,6 +25,8 @@ BASE: dict[str, Any] = {
 def spec_of(parallelism: dict[str, Any], family: str = "sd21", **generation: Any) -> JobSpec:
     data = copy.deepcopy(BASE)
     data["model"]["family"] = family
+    if family == "animatediff":
+        data["model"]["motionAdapter"] = "/models/adapter"
     data["parallelism"] = parallelism
     data["generation"].update(generation)
     job = validate_job(data)
@@ -47,7 +50,8 @@ def layout(
         ({"devices": 8, "goal": "throughput"}, "sd21", None, (1, 1, False, 8)),
         ({"devices": 8}, "sdxl", None, (1, 1, False, 8)),  # goal defaults to throughput
         # a model that does not fit one device: the fewest devices per group that fit (SD3: T5 + MMDiT)
-        ({"devices": 8, "goal": "throughput"}, "sd3", 16.0, (2, 1, False, 4)),
+        ({"devices": 6, "goal": "throughput"}, "sd3", 16.0, (3, 1, False, 2)),
+        ({"devices": 8, "goal": "throughput", "quality": "any"}, "sd3", 16.0, (3, 2, False, 2)),
         # latency: the fastest group at the default quality (high: LPIPS <= 0.30 -> N3 S1 at most), x CFG parallel
         ({"devices": 6, "goal": "latency"}, "sd21", None, (3, 1, True, 1)),
         ({"devices": 4, "goal": "latency"}, "sd21", None, (2, 1, True, 1)),
@@ -71,10 +75,10 @@ def test_table(
 
 
 def test_reason_names_the_source_and_memory() -> None:
-    plan = plan_layout(spec_of({"devices": 4, "goal": "latency", "quality": "any"}, "sd15"))
-    assert "sd21 figure (sd15 not measured)" in plan.reason  # N3 S2 is in the SD 1.5 table; N3 S1 is not
-    assert plan.to_dict()["devices"] == 4
-    sd3 = plan_layout(spec_of({"devices": 8}, "sd3"), gpu_memory_gib=16.0)
+    plan = plan_layout(spec_of({"devices": 3, "goal": "latency"}, "sd15"))
+    assert plan.layout.model_n == 3 and "sd21 figure (sd15 not measured)" in plan.reason  # the paper has no N3 S1
+    assert plan.to_dict()["devices"] == 3
+    sd3 = plan_layout(spec_of({"devices": 6}, "sd3"), gpu_memory_gib=16.0)
     assert f"needs {memory_per_device('sd3', 1):.1f} GiB on one device, more than 16" in sd3.reason
 
 
@@ -83,12 +87,19 @@ def test_resolve_writes_the_layout_in_and_is_stable() -> None:
     resolved, plan = resolve_layout(spec)
     assert plan is not None
     par = resolved.parallelism
-    assert (par.model_n, par.stride, par.replicas, par.devices) == (
-        3,
-        1,
-        1,
-        8,
-    ) or par.devices_per_group * par.replicas == 8
+    lay = plan.layout
+    assert (
+        (par.model_n, par.stride, par.cfg_parallel, par.replicas)
+        == (2, 1, True, 2)
+        == (
+            lay.model_n,
+            lay.stride,
+            lay.cfg_parallel,
+            lay.replicas,
+        )
+    )
+    assert par.devices == 8 == par.devices_per_group * par.replicas
+    assert {"model_n", "stride", "replicas"} <= par.model_fields_set
     again, plan2 = resolve_layout(resolved)
     assert again == resolved and plan2 is not None and plan2.layout == plan.layout
     unplanned = spec_of({"modelN": 2})
@@ -101,10 +112,7 @@ def test_resolve_writes_the_layout_in_and_is_stable() -> None:
         ({"goal": "latency"}, "spec.parallelism.goal: needs spec.parallelism.devices"),
         ({"quality": "exact"}, "spec.parallelism.quality: needs spec.parallelism.devices"),
         ({"devices": 0}, "spec.parallelism.devices: 0 is less than the minimum 1"),
-        (
-            {"devices": 7, "modelN": 2, "stride": 1, "cfgParallel": False},
-            "spec.parallelism.devices: 7 device(s) cannot",
-        ),
+        ({"devices": 7, "modelN": 2, "cfgParallel": False}, "spec.parallelism.devices: 7 device(s) cannot"),
         ({"devices": 8, "modelN": 2, "replicas": 3}, "spec.parallelism.devices: 8 does not match the explicit layout"),
         ({"devices": 4, "modelN": 4, "goal": "latency", "quality": "exact"}, "spec.parallelism.quality: no layout"),
     ],
@@ -116,9 +124,12 @@ def test_bad_planner_input(parallelism: dict[str, Any], message: str) -> None:
     assert isinstance(errors, list) and any(e.startswith(message) for e in errors), errors
 
 
-def test_plan_error_is_a_value_error() -> None:
+def test_plan_errors_name_the_field() -> None:
     with pytest.raises(PlanError, match="--devices: 5 device"):
         plan_layout(spec_of({"modelN": 2, "stride": 1, "cfgParallel": False}), devices=5)
+    # SD3 on 16 GiB devices needs modelN >= 3; on 8 devices only N4 S1 divides, which is below high quality
+    with pytest.raises(PlanError, match=r"spec\.parallelism\.quality: no layout of 8 device"):
+        plan_layout(spec_of({"devices": 8}, "sd3"), gpu_memory_gib=16.0)
 
 
 def test_asyncdiff_plan_prints_the_operators_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -132,5 +143,5 @@ def test_asyncdiff_plan_prints_the_operators_choice(tmp_path: Path, capsys: pyte
     data = json.loads(capsys.readouterr().out)
     expected = plan_layout(spec_of({"devices": 8, "goal": "latency"})).to_dict()
     assert data["layout"] == expected
-    assert plan_main([str(path), "--devices", "0"]) == 2
+    assert plan_main([str(path), "--devices", "0"]) == int(ExitCode.INVALID_SPEC)
     assert "--devices: 0 is less than the minimum 1" in capsys.readouterr().err

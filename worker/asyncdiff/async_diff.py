@@ -1,10 +1,10 @@
-"""The public entry point: ``AsyncDiff(pipeline, model_n, stride, warm_up, time_shift)``.
+"""The public entry point: ``AsyncDiff(pipeline, model_n, stride, warm_up, time_shift, cfg_parallel)``.
 
 Why: two lines make a loaded diffusers pipeline model-parallel. This module validates the request on every rank
 (before any collective, so bad input never hangs), installs the hooks (the pipeline's call, the denoiser's forward,
 each split block's forward), plans the split on the first call, frees the weights of blocks this rank never runs,
 and drives each denoiser call through the schedule (``schedule``), the routing (``routing``) and the exchange
-(``comm``).
+(``comm``). With ``cfg_parallel`` each of two mirrored stage groups runs one guidance half of every call (``cfg``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
+from asyncdiff.cfg import cfg_topology, check_cfg_batch, check_guidance_on, halve_batch, require_guidance
 from asyncdiff.comm import DEFAULT_TIMEOUT_S, Exchange, device_for, ensure_process_group
 from asyncdiff.errors import ConfigError
 from asyncdiff.families import SUPPORTED_PIPELINE_CLASSES, denoiser_attr_for
@@ -41,7 +42,7 @@ from asyncdiff.units import UnitLayout, unit_layout
 
 log = logging.getLogger("asyncdiff")
 
-MODEL_N = (2, 3, 4)
+MODEL_N = (1, 2, 3, 4)
 STRIDES = (1, 2)
 
 
@@ -61,15 +62,29 @@ def move_skipping_meta(module: nn.Module, device: torch.device) -> None:
     module._apply(lambda t: t if t.is_meta else t.to(device))
 
 
-def validate_parameters(model_n: Any, stride: Any, warm_up: Any, time_shift: Any) -> None:
+def validate_parameters(model_n: Any, stride: Any, warm_up: Any, time_shift: Any, cfg_parallel: Any = False) -> None:
     if isinstance(model_n, bool) or model_n not in MODEL_N:
-        raise ConfigError("model_n", model_n, "one of 2, 3, 4")
+        raise ConfigError("model_n", model_n, "one of 1, 2, 3, 4 (1: no split)")
     if isinstance(stride, bool) or stride not in STRIDES:
         raise ConfigError("stride", stride, "one of 1, 2")
+    if model_n == 1 and stride != 1:
+        raise ConfigError(
+            "stride", stride, "1 when model_n=1 (stride 2's extra rank runs the last of several components)"
+        )
     if isinstance(warm_up, bool) or not isinstance(warm_up, int) or warm_up < 1:
         raise ConfigError("warm_up", warm_up, "an integer >= 1 (the first async step needs one exact step)")
     if not isinstance(time_shift, bool):
         raise ConfigError("time_shift", time_shift, "True or False")
+    if not isinstance(cfg_parallel, bool):
+        raise ConfigError("cfg_parallel", cfg_parallel, "True or False")
+
+
+def required_world_size(model_n: int, stride: int, cfg_parallel: bool) -> tuple[int, str]:
+    """Processes an AsyncDiff configuration needs, and the formula that gives them (for messages)."""
+    stage = model_n + stride - 1
+    if cfg_parallel:
+        return 2 * stage, f"2 x (model_n + stride - 1) = 2 x ({model_n} + {stride} - 1) = {2 * stage}"
+    return stage, f"model_n + stride - 1 = {model_n} + {stride} - 1 = {stage}"
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -85,7 +100,15 @@ class _Step:
 
 
 class AsyncDiff:
-    """Wrap ``pipeline`` in place so that calling it denoises asynchronously across ``model_n + stride - 1`` ranks.
+    """Wrap ``pipeline`` in place so that calling it denoises asynchronously across ``model_n + stride - 1`` ranks
+    (``2 x (model_n + stride - 1)`` with ``cfg_parallel``).
+
+    ``model_n=1`` runs the whole denoiser on every rank of a stage group (no split): with ``cfg_parallel`` that is
+    plain CFG parallelism, without it a plain pipeline through the same code path. ``cfg_parallel=True`` runs the
+    unconditional half of every guided denoiser call on ranks ``0 .. S-1`` and the conditional half on ``S .. 2S-1``
+    (S = model_n + stride - 1), each half with the AsyncDiff schedule; the halves are joined once per step, so the
+    output equals the same configuration without ``cfg_parallel`` up to float reordering. A call with guidance off
+    (``guidance_scale <= 1``) on such an object raises ConfigError.
 
     Run inside torchrun. The process group is initialised if none exists (NCCL with CUDA, gloo on CPU; override
     with ``backend``). ``split`` is None (the architecture's preset table if one exists, else automatic),
@@ -100,6 +123,7 @@ class AsyncDiff:
         stride: int = 1,
         warm_up: int = 1,
         time_shift: bool = False,
+        cfg_parallel: bool = False,
         *,
         split: str | Sequence[Sequence[str]] | None = None,
         backend: str | None = None,
@@ -107,7 +131,7 @@ class AsyncDiff:
         release_weights: bool = True,
         stride2_free_eps: str = "own",
     ) -> None:
-        validate_parameters(model_n, stride, warm_up, time_shift)
+        validate_parameters(model_n, stride, warm_up, time_shift, cfg_parallel)
         if stride2_free_eps not in ("own", "reuse"):
             raise ConfigError(
                 "stride2_free_eps", stride2_free_eps, "'own' (the intended semantics) or 'reuse' (the reference's)"
@@ -118,6 +142,8 @@ class AsyncDiff:
             raise ConfigError("pipeline", type(pipeline).__name__, "a pipeline not already wrapped by AsyncDiff")
         self.pipeline = pipeline
         self.model_n, self.stride, self.warm_up, self.time_shift = model_n, stride, warm_up, time_shift
+        self.cfg_parallel = cfg_parallel
+        self._guidance_parameter = require_guidance(type(pipeline)) if cfg_parallel else None
         self.release_weights = release_weights
         self.layout: UnitLayout = unit_layout(self.denoiser)
         if len(self.layout.splittable) < model_n:
@@ -128,22 +154,32 @@ class AsyncDiff:
                 f"{len(self.layout.splittable)} splittable blocks",
             )
         self._fixed_components, self._source = self._choose_components(split)
-        self.world_size = model_n + stride - 1
+        self.stage_world = model_n + stride - 1
+        self.world_size, formula = required_world_size(model_n, stride, cfg_parallel)
         self.backend = ensure_process_group(backend, timeout_s)
         actual = dist.get_world_size()
         if actual != self.world_size:
             raise ConfigError(
                 "world_size",
                 actual,
-                f"model_n + stride - 1 = {model_n} + {stride} - 1 = {self.world_size} processes are required: "
-                f"launch with `torchrun --nproc_per_node={self.world_size}` (or nnodes x nproc_per_node = "
-                f"{self.world_size})",
+                f"{formula} processes are required: launch with `torchrun --nproc_per_node={self.world_size}` "
+                f"(or nnodes x nproc_per_node = {self.world_size})",
             )
         self.rank = dist.get_rank()
         self._check_same_config_everywhere(split)
+        self.topology = cfg_topology(self.rank, actual, self.stage_world, cfg_parallel)
+        self.stage_rank = self.topology.stage_rank
+        """This rank's role inside its stage group (equal to ``rank`` without cfg_parallel)."""
         self.device = device_for(self.backend)
-        self.roles = Roles(self.rank, model_n, stride)
-        self.exchange = Exchange(timeout_s)
+        self.roles = Roles(self.stage_rank, model_n, stride)
+        self.exchange = Exchange(
+            timeout_s,
+            rank=self.stage_rank,
+            world=self.stage_world,
+            base=self.topology.base,
+            group=self.topology.stage_group,
+            pair_group=self.topology.pair_group,
+        )
         self.plan: SplitPlan | None = None
         self.param_bytes_full = sum(p.numel() * p.element_size() for p in self.denoiser.parameters())
         self.param_bytes_local = self.param_bytes_full
@@ -170,6 +206,8 @@ class AsyncDiff:
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _choose_components(self, split: Any) -> tuple[list[list[str]] | None, str]:
+        if self.model_n == 1 and (split is None or split in ("preset", "auto", "measured")):
+            return [list(self.layout.atomic)], "whole"  # no split: nothing to balance
         if split is None or split == "preset":
             preset = preset_components(self.denoiser, self.model_n)
             if preset is not None:
@@ -205,6 +243,7 @@ class AsyncDiff:
             self.stride,
             self.warm_up,
             self.time_shift,
+            self.cfg_parallel,
             self._source,
             type(self.denoiser).__name__,
         )
@@ -235,6 +274,8 @@ class AsyncDiff:
         owner = self
 
         def __call__(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            if owner._guidance_parameter is not None:
+                check_guidance_on(pipe_cls, owner._guidance_parameter, args, kwargs)
             owner._begin_generation()
             ok = False
             try:
@@ -333,7 +374,7 @@ class AsyncDiff:
             self._unhook_units()
         vector = torch.tensor([seconds[p] for p in order], dtype=torch.float64, device=self.device)
         dist.all_reduce(vector)
-        return {p: float(v) / self.world_size for p, v in zip(order, vector.tolist(), strict=True)}
+        return {p: float(v) / dist.get_world_size() for p, v in zip(order, vector.tolist(), strict=True)}
 
     def _release(self, atomic_comps: Sequence[Sequence[str]]) -> None:
         keep = self.roles.resident_component
@@ -353,7 +394,7 @@ class AsyncDiff:
             if self.plan is None:
                 self.plan = self._make_plan(args, kwargs)
             trace = trace_call(self.denoiser, self._top_forward, args, kwargs)
-            route = build_route(trace, self.plan, self.world_size)
+            route = build_route(trace, self.plan, self.stage_world)
             self._routes[key] = route
         return route
 
@@ -392,6 +433,13 @@ class AsyncDiff:
         call, self._calls = self._calls, self._calls + 1
         mode = mode_for(call, self.warm_up, self.stride)
         bound = self._top_signature.bind(*args, **kwargs)
+        if self.cfg_parallel:
+            sample = next(iter(bound.arguments.values()))
+            batch = int(sample.shape[0]) if isinstance(sample, torch.Tensor) and sample.dim() else 0
+            check_cfg_batch(batch, getattr(self.pipeline, "do_classifier_free_guidance", None))
+            halves = halve_batch(dict(bound.arguments), batch, self.topology.half)
+            bound.arguments.update(halves)
+            args, kwargs = bound.args, bound.kwargs
         original_t = bound.arguments["timestep"]
         if call == 0:
             self._tracker.reset(getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None))
@@ -404,7 +452,7 @@ class AsyncDiff:
             for tag, tensor in self.exchange.take_all().items():
                 self._cache[tag] = tensor
         self.exchange.finish_sends()
-        for src, tag, meta in route.recvs_for(self.rank):
+        for src, tag, meta in route.recvs_for(self.stage_rank):
             self.exchange.post_recv(meta.shape, meta.dtype, self.device, src, tag)
         shifted = shifted_timestep(mode, self.roles, self.time_shift, self._tracker)
         if shifted is not None:
@@ -417,15 +465,23 @@ class AsyncDiff:
             self._step = None
         leaves, spec = pytree.tree_flatten(out)
         index = next(i for i, x in enumerate(leaves) if isinstance(x, torch.Tensor))
-        if mode is Mode.COMPUTE2 and self.rank == self.model_n - 1:
+        if mode is Mode.COMPUTE2 and self.stage_rank == self.model_n - 1:
             self._stored_eps = leaves[index]  # our own t_{k+1} prediction, for the free call
-        src = self.roles.eps_source(mode)
-        meta = route.eps_meta
-        leaves[index] = self.exchange.broadcast(
-            leaves[index] if self.rank == src else None, (meta.shape, meta.dtype), self.device, src
-        )
+        leaves[index] = self._share_eps(leaves[index], route, self.roles.eps_source(mode))
         self._last_out = (leaves, spec, index)
         return pytree.tree_unflatten(leaves, spec)
+
+    def _share_eps(self, eps: torch.Tensor | None, route: Route, src: int) -> torch.Tensor:
+        """The prediction of stage rank ``src``, on every rank of the stage group; with cfg_parallel, joined with
+        the other group's half (one all-gather between mirror ranks), so every rank holds the full prediction."""
+        meta = route.eps_meta
+        mine = self.exchange.broadcast(
+            eps if self.stage_rank == src else None, (meta.shape, meta.dtype), self.device, src
+        )
+        if not self.cfg_parallel:
+            return mine
+        mirror = (self.rank + self.stage_world) % self.world_size
+        return self.exchange.join_halves(mine, mirror)
 
     def _free_call(self) -> Any:
         """Stride 2's second call of a pair: eps_{k+1} is the last component's own t_{k+1} prediction, or, with
@@ -434,11 +490,7 @@ class AsyncDiff:
         leaves, spec, index = self._last_out
         if self.stride2_free_eps == "reuse":
             return pytree.tree_unflatten(list(leaves), spec)
-        meta = self._last_route.eps_meta
-        src = self.model_n - 1
-        eps = self.exchange.broadcast(
-            self._stored_eps if self.rank == src else None, (meta.shape, meta.dtype), self.device, src
-        )
+        eps = self._share_eps(self._stored_eps, self._last_route, self.model_n - 1)
         leaves = list(leaves)
         leaves[index] = eps
         return pytree.tree_unflatten(leaves, spec)
@@ -473,7 +525,7 @@ class AsyncDiff:
         """The output of a block this rank does not run: received (current step in warm-up, previous step
         afterwards) when this rank reads it, else a placeholder that nothing this rank computes depends on."""
         unit = route.trace.units[index]
-        needed = route.needs[self.rank]
+        needed = route.needs[self.stage_rank]
         leaves: list[Any] = []
         for i, meta in enumerate(unit.leaves):
             if meta is None:
@@ -496,6 +548,8 @@ class AsyncDiff:
         return {
             "rank": self.rank,
             "world_size": self.world_size,
+            "stage_rank": self.stage_rank,
+            "cfg_parallel": self.cfg_parallel,
             "backend": self.backend,
             "model_n": self.model_n,
             "stride": self.stride,

@@ -20,6 +20,10 @@ class Family:
     denoiser_attr: str
     """attribute of the pipeline holding the denoiser that AsyncDiff splits."""
     video: bool = False
+    guidance: str | None = "guidance_scale"
+    """the pipeline call's classifier-free guidance scale parameter (CFG runs when it is > 1), or None for a family
+    without guidance. Every family here batches guidance as two halves (unconditional, conditional), which is what
+    ``cfg_parallel`` splits over two stage groups."""
 
 
 FAMILIES: dict[str, Family] = {
@@ -32,7 +36,7 @@ FAMILIES: dict[str, Family] = {
         Family("sdxl-controlnet", ("StableDiffusionXLControlNetPipeline",), "unet"),
         Family("sd3", ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"), "transformer"),
         Family("sd-upscaler", ("StableDiffusionUpscalePipeline",), "unet"),
-        Family("svd", ("StableVideoDiffusionPipeline",), "unet", video=True),
+        Family("svd", ("StableVideoDiffusionPipeline",), "unet", video=True, guidance="max_guidance_scale"),
         Family("animatediff", ("AnimateDiffPipeline",), "unet", video=True),
     )
 }

@@ -63,11 +63,11 @@ def run_rank(argv: list[str] | None = None) -> int:
     if isinstance(job, list):
         raise SpecError(job)
     spec = job.spec
-    if world != spec.devices:
+    if world != spec.devices_per_group:
         raise SpecError(
             [
-                f"spec.parallelism: needs modelN + stride - 1 = {spec.devices} processes, but torchrun started "
-                f"{world}: use --nproc_per_node={spec.devices}"
+                f"spec.parallelism: needs {spec.parallelism.devices_formula()} processes, but torchrun started "
+                f"{world}: use --nproc_per_node={spec.devices_per_group}"
             ]
         )
     identity = job_identity(job, Path(args.spec), args.job_name)
@@ -84,7 +84,7 @@ def run_rank(argv: list[str] | None = None) -> int:
         rank=rank,
         worldSize=world,
         family=spec.model.family,
-        devices=spec.devices,
+        devices=spec.devices_per_group,
         root=layout.root.uri,
         shard=slot.shard_index,
         attempt=identity.attempt,

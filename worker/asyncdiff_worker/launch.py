@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         write_termination_log(failure, overwrite=True)
         return failure.code
     multi_node = any(k in os.environ for k in ("PET_NNODES", "PET_MASTER_ADDR", "MASTER_ADDR"))
-    nproc = args.nproc or int(os.environ.get("PET_NPROC_PER_NODE", "0") or 0) or job.spec.devices
+    nproc = args.nproc or int(os.environ.get("PET_NPROC_PER_NODE", "0") or 0) or job.spec.devices_per_group
     result = run_torchrun(
         spec_path,
         nproc,

@@ -183,13 +183,8 @@ def run_job(
         job = validate(job_path)
         spec = job.spec
         shard_plan = plan_shards(spec)
-        if nproc is not None and nproc != spec.devices:
-            raise SpecError(
-                [
-                    f"--nproc {nproc}: the job needs modelN + stride - 1 = {spec.parallelism.model_n} + "
-                    f"{spec.parallelism.stride} - 1 = {spec.devices} processes"
-                ]
-            )
+        if nproc is not None and nproc != spec.devices_per_group:
+            raise SpecError([f"--nproc {nproc}: the job needs {spec.parallelism.devices_formula()} processes"])
         identity = job_identity(job, job_path, job_name)
         check_before_launch(job, job_path, job_name)
     except WorkerError as exc:
@@ -205,16 +200,17 @@ def run_job(
     groups = shard_plan.replicas
     if not quiet and not json_lines:
         print(
-            f"asyncdiff run: {identity.name}: {spec.model.family}, {groups} group(s) x {spec.devices} processes "
-            f"(modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}), {shard_plan.num_shards} "
-            f"shard(s) -> {layout.root.uri}",
+            f"asyncdiff run: {identity.name}: {spec.model.family}, {groups} group(s) x {spec.devices_per_group} "
+            f"processes (modelN {spec.parallelism.model_n}, stride {spec.parallelism.stride}"
+            f"{', cfgParallel' if spec.parallelism.cfg_parallel else ''}), {shard_plan.num_shards} shard(s) -> "
+            f"{layout.root.uri}",
             file=stream,
             flush=True,
         )
         if shard_plan.clamped:
             print(f"  {shard_plan.reason}", file=stream, flush=True)
     display = _Display(stream, json_lines=json_lines, quiet=quiet)
-    result, interrupted = _run_groups(job_path.resolve(), groups, spec.devices, identity.name, display)
+    result, interrupted = _run_groups(job_path.resolve(), groups, spec.devices_per_group, identity.name, display)
     display.finish()
     if interrupted:
         result.failure = Failure(int(ExitCode.INTERRUPTED), "interrupted by a signal", None, time.time())

@@ -69,9 +69,7 @@ def main(argv: list[str]) -> int:
     shards = plan_shards(resolved)
     if args.json:
         print(
-            json.dumps(
-                {"layout": layout_plan.to_dict() if layout_plan else None, "shards": shards.to_dict()}, indent=2
-            )
+            json.dumps({"layout": layout_plan.to_dict() if layout_plan else None, "shards": shards.to_dict()}, indent=2)
         )
         return 0
     par = resolved.parallelism

@@ -203,7 +203,7 @@ def plan_layout(spec: JobSpec, *, devices: int | None = None, gpu_memory_gib: fl
     for model_n in range(1, 5):
         for stride in (1, 2):
             for cfg in (False, True):
-                if stride == 2 and model_n == 1 or model_n > max_n or (cfg and not guidance):
+                if (stride == 2 and model_n == 1) or model_n > max_n or (cfg and not guidance):
                     continue
                 if "model_n" in fixed and model_n != par.model_n:
                     continue
@@ -225,25 +225,28 @@ def plan_layout(spec: JobSpec, *, devices: int | None = None, gpu_memory_gib: fl
     fits = [c for c in candidates if memory_per_device(family, c[0].model_n) <= memory]
     pool = fits or candidates
     memory_note = "" if fits else f"; no layout fits {memory:g} GiB per device, chose the smallest footprint"
+    allowed = [c for c in pool if _quality_ok(c[0].model_n, c[0].stride, quality)]
+    if not allowed:
+        lower = "any" if quality == "high" else "high or any"
+        raise PlanError(
+            f"spec.parallelism.quality: no layout of {total} device(s) that fits {memory:g} GiB per device reaches "
+            f"quality {quality} with the explicit layout fields; allow {lower}, change devices, or leave "
+            "modelN/stride out"
+        )
     if goal == "throughput":
-        # outputs per unit time = replicas x speedup per group; ties go to the fewest devices per group
-        best = max(pool, key=lambda c: (c[0].replicas * c[1], -c[0].devices_per_group, -c[0].stride))
+        # outputs per unit time = replicas x speedup per group; ties go to the fewest devices per group (exact)
+        best = max(allowed, key=lambda c: (c[0].replicas * c[1], -c[0].devices_per_group, -c[0].stride))
         why = "throughput: data parallel is exact and wastes nothing"
         if best[0].model_n > 1 and "model_n" not in fixed:
             why += f"; {family} needs {memory_per_device(family, 1):.1f} GiB on one device, more than {memory:g}"
     else:
-        allowed = [c for c in pool if _quality_ok(c[0].model_n, c[0].stride, quality)]
-        if not allowed:
-            raise PlanError(
-                f"spec.parallelism.quality: no layout of {total} device(s) reaches quality {quality} with the "
-                "explicit layout fields; allow a lower quality (high or any) or leave modelN/stride out"
-            )
         best = max(allowed, key=lambda c: (c[1], c[0].replicas, -c[0].devices_per_group))
         why = f"latency at quality {quality}: the fastest group allowed"
     layout, speedup, source = best
+    need = memory_per_device(family, layout.model_n)
     reason = (
-        f"{why}: {layout.describe()}, est. {speedup:.2f}x per group ({source}), {memory_per_device(family, layout.model_n):.1f} "
-        f"GiB per device of {memory:g}{memory_note}"
+        f"{why}: {layout.describe()}, est. {speedup:.2f}x per group ({source}), {need:.1f} GiB per device of "
+        f"{memory:g}{memory_note}"
     )
     return LayoutPlan(layout, goal, reason, speedup, layout.replicas * speedup)
 

@@ -56,16 +56,63 @@ def test_valid_manifest_and_bare_spec() -> None:
     job = validate_job(manifest(BASE))
     assert isinstance(job, AsyncDiffJob)
     assert job.metadata.name == "j1"
-    assert job.spec.devices == 2
+    assert job.spec.devices_per_group == 2
     bare = validate_job(BASE)
     assert isinstance(bare, AsyncDiffJob) and bare.metadata.name is None
     assert bare.spec == job.spec
 
 
-def test_devices_is_model_n_plus_stride_minus_one() -> None:
+def test_devices_per_group_is_model_n_plus_stride_minus_one() -> None:
     job = validate_job(with_("parallelism", {"modelN": 4, "stride": 2}))
     assert isinstance(job, AsyncDiffJob)
-    assert job.spec.devices == 5
+    assert job.spec.devices_per_group == 5
+
+
+def test_cfg_parallel_doubles_the_devices_and_model_n_1_is_allowed() -> None:
+    cases = [
+        ({"modelN": 1, "stride": 1}, 1),
+        ({"modelN": 1, "stride": 1, "cfgParallel": True}, 2),
+        ({"modelN": 2, "stride": 1, "cfgParallel": True}, 4),
+        ({"modelN": 3, "stride": 2, "cfgParallel": True}, 8),
+    ]
+    for parallelism, devices in cases:
+        job = validate_job(with_("parallelism", parallelism))
+        assert isinstance(job, AsyncDiffJob), job
+        assert job.spec.devices_per_group == devices
+    job = validate_job(with_("parallelism", {"modelN": 2, "stride": 2, "cfgParallel": True}))
+    assert isinstance(job, AsyncDiffJob)
+    assert job.spec.parallelism.devices_formula() == "(modelN + stride - 1) x 2 (cfgParallel) = (2 + 2 - 1) x 2 = 6"
+
+
+def test_model_n_1_with_stride_2_names_the_field() -> None:
+    errs = messages(with_("parallelism", {"modelN": 1, "stride": 2}))
+    assert errs == [
+        "spec.parallelism.stride: 2 needs modelN >= 2 (stride 2's extra device runs the last of several stages): "
+        "use stride 1 with modelN 1, or modelN 2-4 with stride 2"
+    ]
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0])
+def test_cfg_parallel_with_guidance_off_is_refused(scale: float) -> None:
+    spec = with_("generation.guidanceScale", scale, with_("parallelism.cfgParallel", True))
+    errs = messages(spec)
+    assert len(errs) == 1 and errs[0].startswith(
+        "spec: parallelism.cfgParallel: true needs generation.guidanceScale > 1"
+    )
+    assert "set cfgParallel false" in errs[0]
+    assert isinstance(validate_job(with_("generation.guidanceScale", scale)), AsyncDiffJob)  # fine without cfg
+
+
+def test_cfg_parallel_on_a_family_without_guidance_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every family of today batches guidance as two halves; a family without it (guidance None) must be refused.
+    import dataclasses
+
+    monkeypatch.setitem(FAMILIES, "sd15", dataclasses.replace(FAMILIES["sd15"], guidance=None))
+    errs = messages(with_("parallelism.cfgParallel", True))
+    assert errs == [
+        "spec: parallelism.cfgParallel: sd15 takes no classifier-free guidance, so there are no two halves to run in "
+        "parallel: set cfgParallel false"
+    ]
 
 
 def test_family_literal_matches_the_library_table() -> None:
@@ -75,7 +122,7 @@ def test_family_literal_matches_the_library_table() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        ("parallelism.modelN", 5, "spec.parallelism.modelN: 5 is not one of 2, 3, 4"),
+        ("parallelism.modelN", 5, "spec.parallelism.modelN: 5 is not one of 1, 2, 3, 4"),
         ("parallelism.stride", 3, "spec.parallelism.stride: 3 is not one of 1, 2"),
         ("parallelism.warmUp", 0, "spec.parallelism.warmUp: 0 is less than the minimum 1"),
         (
@@ -199,7 +246,7 @@ def test_schema_is_crd_friendly() -> None:
     defs = schema["$defs"]
     spec_props = defs["JobSpec"]["properties"]
     assert set(spec_props) == {"model", "parallelism", "generation", "output"}
-    assert defs["ParallelismSpec"]["properties"]["modelN"]["enum"] == [2, 3, 4]
+    assert defs["ParallelismSpec"]["properties"]["modelN"]["enum"] == [1, 2, 3, 4]
     for name in ("ModelSpec", "ParallelismSpec", "GenerationSpec", "OutputSpec", "JobSpec"):
         model = defs[name]
         assert model["additionalProperties"] is False, name

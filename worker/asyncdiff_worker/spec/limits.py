@@ -12,6 +12,8 @@ MAX_PROMPTS = 1000
 MAX_PROMPT_CHARS = 4000
 """Characters in one prompt or negative prompt."""
 MAX_IMAGES_PER_PROMPT = 16
+MAX_BATCH_SIZE = 16
+"""Outputs per pipeline call (``generation.batchSize``)."""
 MAX_OUTPUTS = 2000
 """prompts x imagesPerPrompt."""
 MAX_STEPS = 500

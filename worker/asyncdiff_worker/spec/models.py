@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from asyncdiff.families import FAMILIES
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from asyncdiff_worker.spec import limits
@@ -80,28 +81,93 @@ def _no_schema_default(schema: dict[str, Any]) -> None:
 
 
 class ParallelismSpec(SpecModel):
-    """How AsyncDiff splits the denoiser; the job uses modelN + stride - 1 devices (processes)."""
+    """How AsyncDiff splits the denoiser; one group of the job uses (modelN + stride - 1) x (2 if cfgParallel)
+    devices (processes)."""
 
-    model_n: Literal[2, 3, 4] = Field(default=2, description="Number of denoiser stages (components), 2 to 4.")
-    stride: Literal[1, 2] = Field(default=1, description="Denoising stride; stride 2 adds one device and skips a step.")
+    model_n: Literal[1, 2, 3, 4] = Field(
+        default=2,
+        description="Number of denoiser stages (components), 1 to 4; 1 runs the whole denoiser on each device "
+        "(no split: with cfgParallel plain CFG parallelism, without it a plain pipeline). Default 2, or chosen by "
+        "the planner when devices is set.",
+        json_schema_extra=_no_schema_default,
+    )
+    stride: Literal[1, 2] = Field(
+        default=1,
+        description="Denoising stride; stride 2 adds one device and skips a step (needs modelN >= 2). Default 1, "
+        "or chosen by the planner when devices is set.",
+        json_schema_extra=_no_schema_default,
+    )
     warm_up: int = Field(
         default=1, ge=1, le=limits.MAX_STEPS, description="Sequential warm-up steps before asynchronous denoising."
     )
     time_shift: bool = Field(default=False, description="Use AsyncDiff's time shifting.")
+    cfg_parallel: bool = Field(
+        default=False,
+        description="Classifier-free guidance parallelism: two mirrored stage groups, one for the conditional and "
+        "one for the unconditional half of every denoiser call (exact); doubles the devices. Needs "
+        "generation.guidanceScale > 1.",
+        json_schema_extra=_no_schema_default,
+    )
     replicas: int = Field(
         default=1,
         ge=1,
         le=limits.MAX_REPLICAS,
-        description="Independent generation groups (data parallel), each of modelN + stride - 1 processes; they "
+        description="Independent generation groups (data parallel), each of (modelN + stride - 1) x (2 if "
+        "cfgParallel) processes; they "
         "take shards of the outputs in turn. Default 1, or chosen by the planner when devices is set. More "
         "replicas than shards are clamped to the number of shards.",
         json_schema_extra=_no_schema_default,
     )
+    devices: int | None = Field(
+        default=None,
+        ge=1,
+        le=limits.MAX_REPLICAS * 8,
+        description="Planner input: devices (GPUs or CPU ranks) for the whole job. With modelN, stride and "
+        "replicas left out the layout planner chooses them for the goal; explicit layout fields are kept and "
+        "must multiply out to exactly this many devices.",
+    )
+    goal: Literal["throughput", "latency"] | None = Field(
+        default=None,
+        description="Planner goal (needs devices): throughput = the most outputs per hour (plain pipelines, "
+        "one per device, unless the model needs more memory than one device has); latency = the fastest single "
+        "output at the allowed quality (AsyncDiff and CFG-parallel groups). Default throughput.",
+    )
+    quality: Literal["exact", "high", "any"] | None = Field(
+        default=None,
+        description="Planner input: the least output quality the latency planner may trade for speed: exact (no "
+        "approximation: CFG-parallel and plain pipelines only), high (default: AsyncDiff layouts measured at "
+        "LPIPS 0.30 or less against sequential in the AsyncDiff paper: modelN 2-3, stride 1), any (every layout, "
+        "including stride 2).",
+    )
+
+    @field_validator("stride")
+    @classmethod
+    def _stride_two_needs_two_stages(cls, stride: int, info: ValidationInfo) -> int:
+        if stride == 2 and info.data.get("model_n") == 1:
+            raise ValueError(
+                "2 needs modelN >= 2 (stride 2's extra device runs the last of several stages): use stride 1 "
+                "with modelN 1, or modelN 2-4 with stride 2"
+            )
+        return stride
 
     @property
-    def devices(self) -> int:
-        """Processes (GPUs) the job needs."""
+    def stage_devices(self) -> int:
+        """Devices of one stage group: modelN + stride - 1."""
         return self.model_n + self.stride - 1
+
+    @property
+    def devices_per_group(self) -> int:
+        """Processes (GPUs) one AsyncDiff process group needs: (modelN + stride - 1) x (2 if cfgParallel else 1)."""
+        return self.stage_devices * (2 if self.cfg_parallel else 1)
+
+    def devices_formula(self) -> str:
+        """How ``devices_per_group`` follows from the fields, for messages: ``modelN + stride - 1 = 2 + 1 - 1 = 2``."""
+        if self.cfg_parallel:
+            return (
+                f"(modelN + stride - 1) x 2 (cfgParallel) = ({self.model_n} + {self.stride} - 1) x 2 = "
+                f"{self.devices_per_group}"
+            )
+        return f"modelN + stride - 1 = {self.model_n} + {self.stride} - 1 = {self.devices_per_group}"
 
 
 class GenerationSpec(SpecModel):
@@ -154,6 +220,13 @@ class GenerationSpec(SpecModel):
     )
     images_per_prompt: int = Field(
         default=1, ge=1, le=limits.MAX_IMAGES_PER_PROMPT, description="Outputs (images or videos) per prompt."
+    )
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=limits.MAX_BATCH_SIZE,
+        description="Outputs per pipeline call (GPU throughput): consecutive outputs are generated together, each "
+        "with its own seed, with the same results as one at a time (up to float reordering).",
     )
     init_image: str | None = Field(
         default=None,
@@ -230,15 +303,34 @@ class JobSpec(SpecModel):
 
     model: ModelSpec = Field(description="The pipeline and its weights.")
     parallelism: ParallelismSpec = Field(
-        default_factory=lambda: ParallelismSpec(), description="AsyncDiff parallelism; devices = modelN + stride - 1."
+        default_factory=lambda: ParallelismSpec(),
+        description="AsyncDiff parallelism; devices per group = (modelN + stride - 1) x (2 if cfgParallel).",
     )
     generation: GenerationSpec = Field(description="What to generate.")
     output: OutputSpec = Field(description="Where the outputs and the result manifest go.")
 
     @property
-    def devices(self) -> int:
-        """Processes (GPUs) the job needs: modelN + stride - 1."""
-        return self.parallelism.devices
+    def devices_per_group(self) -> int:
+        """Processes (GPUs) of one AsyncDiff process group: (modelN + stride - 1) x (2 if cfgParallel else 1)."""
+        return self.parallelism.devices_per_group
+
+    @model_validator(mode="after")
+    def _cfg_parallel_needs_guidance(self) -> JobSpec:
+        if not self.parallelism.cfg_parallel:
+            return self
+        family = FAMILIES[self.model.family]
+        if family.guidance is None:
+            raise ValueError(
+                f"parallelism.cfgParallel: {family.name} takes no classifier-free guidance, so there are no two "
+                "halves to run in parallel: set cfgParallel false"
+            )
+        if self.generation.guidance_scale <= 1.0:
+            raise ValueError(
+                f"parallelism.cfgParallel: true needs generation.guidanceScale > 1 (got "
+                f"{self.generation.guidance_scale:g}): with guidance off the pipeline runs no unconditional half; "
+                "raise guidanceScale or set cfgParallel false"
+            )
+        return self
 
 
 class JobMetadata(BaseModel):

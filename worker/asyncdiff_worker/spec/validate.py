@@ -231,11 +231,30 @@ def check_semantics(spec: JobSpec) -> list[str]:
             bad("output.format", f"{_show(fmt)} is not one of {', '.join(allowed)} ({fam} makes {kind})")
 
     # parallelism
+    errs += _check_planner_inputs(spec)
     if spec.parallelism.warm_up >= gen.steps:
         bad(
             "parallelism.warmUp",
             f"{spec.parallelism.warm_up} must be less than spec.generation.steps ({gen.steps})",
         )
+    return errs
+
+
+def _check_planner_inputs(spec: JobSpec) -> list[str]:
+    """goal and quality need devices; devices must fit the explicit layout fields (the planner says why not)."""
+    par = spec.parallelism
+    errs = [
+        f"spec.parallelism.{name}: needs spec.parallelism.devices (how many devices the planner may use)"
+        for name, value in (("goal", par.goal), ("quality", par.quality))
+        if value is not None and par.devices is None
+    ]
+    if par.devices is not None and not errs:
+        from asyncdiff_worker.planner import PlanError, plan_layout
+
+        try:
+            plan_layout(spec)
+        except PlanError as exc:
+            errs.append(str(exc))
     return errs
 
 
