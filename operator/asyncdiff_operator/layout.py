@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asyncdiff_worker.shards import ShardPlan, plan_shards
+from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator.api import AsyncDiffJobSpec
 
@@ -53,7 +54,8 @@ def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
         return spec, ""
     from asyncdiff_worker.planner import resolve_layout
 
-    _, plan = resolve_layout(spec.job_spec())
+    given = spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"run_policy", "pod"})
+    _, plan = resolve_layout(JobSpec.model_validate(given))  # only what the user set: the rest is the planner's
     if plan is None:
         return spec, ""
     data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)

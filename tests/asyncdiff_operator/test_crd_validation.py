@@ -178,6 +178,13 @@ def test_spec_is_immutable_once_started_except_suspend(api: E2E) -> None:
         assert info.value.status == 422 and "spec is immutable once the job has started" in info.value.body
     patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": {"runPolicy": {"suspend": True}}})
     assert api.get("started")["spec"]["runPolicy"]["suspend"] is True
+    # elastic: replicas may change while the job runs (the child Job's parallelism follows); modelN may not
+    patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": {"parallelism": {"replicas": 3}}})
+    assert api.get("started")["spec"]["parallelism"]["replicas"] == 3
+    for change in ({"parallelism": {"modelN": 3}}, {"parallelism": {"stride": 2}}, {"generation": {"prompts": ["b"]}}):
+        with pytest.raises(ApiException) as info:
+            patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": change})
+        assert info.value.status == 422 and "spec is immutable once the job has started" in info.value.body
 
 
 def test_a_name_too_long_for_the_children_is_refused_at_apply_time(api: E2E) -> None:

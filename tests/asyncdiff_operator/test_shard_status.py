@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from asyncdiff_operator import reasons
 from asyncdiff_operator.api import parse_spec
 from asyncdiff_operator.children import render_configmap, render_job
@@ -62,14 +63,14 @@ def test_replicas_and_shards_render_an_indexed_job_retried_per_index() -> None:
     assert not [e for e in c["env"] if e["name"].startswith("PET_")]
 
 
-def test_groups_and_kueue_suspend() -> None:
-    body = cr(modelN=3, replicas=3)
+def test_model_n_1_groups_and_kueue_suspend() -> None:
+    body = cr(modelN=1, replicas=3)
     body["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "gpus"}
     spec = parse_spec(body["spec"])
     job = render_job(body, spec, 1)
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
     (c,) = job["spec"]["template"]["spec"]["containers"]
-    assert "--nproc=3" in c["command"] and c["resources"]["limits"]["nvidia.com/gpu"] == "3"
+    assert "--nproc=1" in c["command"] and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert job["spec"]["parallelism"] == 3 and job["spec"]["completions"] == 4
     assert "replicas: 3" in render_configmap(body, spec, 1)["data"]["job.yaml"]
 
@@ -90,6 +91,24 @@ def test_layout_clamps_replicas_to_shards_and_keeps_the_planned_shards() -> None
     five = parse_spec(body["spec"])
     kept = resolve(five, planned_replicas=2)
     assert kept.plan == two.plan and kept.groups == min(5, two.plan.num_shards)
+
+
+def test_the_planner_chooses_the_layout_the_child_runs() -> None:
+    body = cr()
+    body["spec"]["parallelism"] = {"devices": 4, "goal": "throughput"}
+    spec = parse_spec(body["spec"])
+    layout = resolve(spec)
+    # throughput on 4 devices for a model that fits one: 4 plain pipelines (modelN 1), the reason says why
+    assert (layout.model_n, layout.replicas, layout.devices_per_group) == (1, 4, 1) and layout.reason
+    assert layout_status(layout)["reason"] == layout.reason
+    job = render_job(body, spec, 1)["spec"]
+    (c,) = job["template"]["spec"]["containers"]
+    assert job["parallelism"] == 4 and "--nproc=1" in c["command"]
+    worker = yaml.safe_load(render_configmap(body, spec, 1)["data"]["job.yaml"])["spec"]["parallelism"]
+    assert (worker["modelN"], worker["replicas"]) == (1, 4)  # the worker gets the planned layout, never plans
+    body["spec"]["parallelism"] = {"devices": 3, "goal": "latency", "modelN": 2}
+    with pytest.raises(ValueError, match="devices"):
+        resolve(parse_spec(body["spec"]))
 
 
 def test_multi_node_with_replicas_is_rejected() -> None:
