@@ -247,3 +247,14 @@ def test_a_stalled_shard_pod_is_deleted_then_counted_against_backoff_limit() -> 
 def test_a_missing_child_is_recreated_and_terminal_is_absorbing() -> None:
     assert run(RUNNING, ShardObservation(job_found=False)).create_attempt == 1
     assert run({**RUNNING, "phase": "Succeeded"}, ShardObservation(job_found=False)).create_attempt is None
+
+
+def test_the_kueue_example_renders_a_suspended_indexed_job() -> None:
+    from pathlib import Path
+
+    example = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/jobs/batch-kueue.yaml").read_text())
+    example["metadata"].update(namespace="ml", uid="u-k")
+    spec = parse_spec(example["spec"])
+    job = render_job(example, spec, 1)
+    assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert job["spec"]["completions"] == 40 and job["spec"]["parallelism"] == 4  # 1000 outputs / shardSize 25
