@@ -216,7 +216,10 @@ def decide_sharded(
         return _terminal(status, out, reasons.SUCCEEDED, reasons.JOB_SUCCEEDED, "", generation, now)
     if obs.failed_reason:
         reason, message, code = _failure_of(obs)
-        record: dict[str, Any] = {"reason": reason, "message": message[:2048], "attempt": attempts}
+        # lastFailure is the last pod failure itself (Crashed, exit 1...); the Failed condition says why the job
+        # gave up (BackoffLimitExceeded: a shard used up its retries)
+        last = reason_for(code) if reason == reasons.BACKOFF_LIMIT_EXCEEDED and code is not None else reason
+        record: dict[str, Any] = {"reason": last, "message": message[:2048], "attempt": attempts}
         if code is not None:
             record["exitCode"] = code
         out["lastFailure"] = record

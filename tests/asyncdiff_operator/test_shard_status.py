@@ -187,8 +187,11 @@ def test_job_complete_succeeds_and_failed_job_reasons() -> None:
     )
     assert user.status["phase"] == reasons.FAILED and user.status["lastFailure"]["reason"] == "ModelNotFound"
     assert user.status["lastFailure"]["exitCode"] == 11
-    spent = run(RUNNING, ShardObservation(failed_reason="FailedIndexes", failed_indexes=frozenset({3}), failed_pods=3))
-    assert spent.status["lastFailure"]["reason"] == reasons.BACKOFF_LIMIT_EXCEEDED
+    spent = run(
+        RUNNING,
+        ShardObservation(failed_reason="FailedIndexes", failed_indexes=frozenset({3}), failed_pods=3, failure=(1, "x")),
+    )
+    assert spent.status["lastFailure"]["reason"] == "Crashed" and spent.status["lastFailure"]["exitCode"] == 1
     assert "shard(s) 3" in spent.status["lastFailure"]["message"]
     failed = {c["type"]: c for c in spent.status["conditions"]}["Failed"]
     assert failed["status"] == "True" and failed["reason"] == reasons.BACKOFF_LIMIT_EXCEEDED
