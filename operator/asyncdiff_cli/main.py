@@ -8,6 +8,7 @@ import sys
 # command -> (module, help). Each module exposes `main(argv: list[str]) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("asyncdiff_worker.local_run", "run an AsyncDiffJob manifest locally under torchrun"),
+    "plan": ("asyncdiff_worker.plan_cli", "print the layout and shards a job gets (the planner), without a cluster"),
     "dev-cluster": ("asyncdiff_devcluster.cli", "start or stop the local emulated Kubernetes control plane"),
     "submit": ("asyncdiff_operator.usercli", "apply an AsyncDiffJob and follow its progress"),
     "status": ("asyncdiff_operator.usercli", "show an AsyncDiffJob's status"),

@@ -61,6 +61,7 @@ def _worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "ASYNCDIFF_RUN_ID",
         "ASYNCDIFF_SHARD_QUEUE",
         "ASYNCDIFF_GROUP",
+        "ASYNCDIFF_GROUPS",
         "ASYNCDIFF_POD_NAME",
         "ASYNCDIFF_S3_SECRET_DIR",
         "ASYNCDIFF_PROGRESS_FILE",

@@ -42,7 +42,11 @@ def test_prompts_jsonl(tmp_path: Path) -> None:
         (b'"ok"\n{bad json\n', InputUnreadable, "line 2: not valid JSON"),
         (b'{"text": "x"}\n', InputUnreadable, 'line 1: expected a JSON string or {"prompt": "..."}'),
         (b"\xff\xfe", InputUnreadable, "not UTF-8 text"),
-        (b'"x"\n' * (limits.MAX_PROMPTS + 1), LimitExceeded, f"more than the limit of {limits.MAX_PROMPTS} prompts"),
+        (
+            b'"x"\n' * (limits.MAX_FILE_PROMPTS + 1),
+            LimitExceeded,
+            f"more than the limit of {limits.MAX_FILE_PROMPTS} prompts",
+        ),
         (json.dumps("x" * (limits.MAX_PROMPT_CHARS + 1)).encode(), LimitExceeded, "longer than"),
     ],
 )
@@ -53,8 +57,11 @@ def test_bad_prompts_files(content: bytes, error: type[Exception], message: str)
 
 def test_outputs_limit_after_reading_the_file(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
-    path.write_text('"x"\n' * 200)
-    with pytest.raises(LimitExceeded, match="200 prompts x 16 images = 3200 outputs is more than the limit"):
+    count = limits.MAX_FILE_OUTPUTS // 16 + 1  # a batch file may hold far more than inline prompts, not unlimited
+    path.write_text('"x"\n' * count)
+    with pytest.raises(
+        LimitExceeded, match=f"{count} prompts x 16 images = {count * 16} outputs is more than the limit"
+    ):
         load_prompts(spec_with(promptsFrom=str(path), imagesPerPrompt=16), Storage())
 
 

@@ -177,10 +177,10 @@ def test_unreadable_input_image(
 
 def test_limits_on_data_read_at_run_time(run_bad: Runner, base: dict[str, Any], tmp_path: Path) -> None:
     prompts = tmp_path / "many.jsonl"
-    prompts.write_text('"p"\n' * (limits.MAX_PROMPTS + 1))
+    prompts.write_text('"p"\n' * (limits.MAX_FILE_PROMPTS + 1))
     code, err = run_bad(edit(edit(base, "generation.prompts", None), "generation.promptsFrom", str(prompts)))
     assert code == ExitCode.LIMIT_EXCEEDED == 15
-    assert f"more than the limit of {limits.MAX_PROMPTS} prompts" in err
+    assert f"more than the limit of {limits.MAX_FILE_PROMPTS} prompts" in err
 
     big = tmp_path / "big.png"
     big.write_bytes(png((1100, 1000)))

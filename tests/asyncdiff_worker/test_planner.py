@@ -138,7 +138,7 @@ def test_asyncdiff_plan_prints_the_operators_choice(tmp_path: Path, capsys: pyte
     path.write_text(yaml.safe_dump({**manifest, "spec": copy.deepcopy(BASE)}))
     assert plan_main([str(path), "--devices", "8"]) == 0
     out = capsys.readouterr().out
-    assert "layout: 8 replica(s) x modelN 1 stride 1" in out and "shards: 8 of 8" in out
+    assert "layout: 8 replica(s) x modelN 1 stride 1" in out and "8 shard(s) of 8 outputs" in out
     assert plan_main([str(path), "--devices", "8", "--goal", "latency", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     expected = plan_layout(spec_of({"devices": 8, "goal": "latency"})).to_dict()

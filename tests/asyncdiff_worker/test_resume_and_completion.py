@@ -24,7 +24,7 @@ from asyncdiff_worker.embedded_s3 import EmbeddedS3
 from asyncdiff_worker.keys import JobIdentity, JobLayout, WorkerSlot
 from asyncdiff_worker.manifest import read_manifest
 from asyncdiff_worker.resume import Rendering, output_metadata, record_from_metadata, reusable
-from asyncdiff_worker.shard_source import shards_for
+from asyncdiff_worker.shard_source import claim_order, shards_for
 from asyncdiff_worker.shards import ShardPlan, output_hash, plan_shards
 from asyncdiff_worker.spec import JobSpec, validate_job
 from asyncdiff_worker.storage import ObjectInfo, Storage
@@ -207,7 +207,7 @@ def test_slot_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_queue_hands_every_shard_to_exactly_one_group(tmp_path: Path) -> None:
-    slots = [WorkerSlot(None, 0, "run", f"group-{g}", tmp_path / "queue") for g in range(3)]
+    slots = [WorkerSlot(None, 0, "run", f"group-{g}", tmp_path / "queue", g, 3) for g in range(3)]
     taken: list[list[int]] = [[] for _ in slots]
     barrier = threading.Barrier(len(slots))
 
@@ -221,5 +221,10 @@ def test_queue_hands_every_shard_to_exactly_one_group(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sorted(i for got in taken for i in got) == list(range(40))
+    # (claims are instant here, so one thread may take everything; a real group claims its next shard only after
+    # rendering one, so after the start barrier each group begins with its own share)
+    assert claim_order(7, 1, 3) == [1, 4, 0, 2, 3, 5, 6]
+    assert claim_order(3, None, 1) == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "queue").glob("group-*.ready")) == [f"group-{g}.ready" for g in range(3)]
     owners = {p.name: p.read_text().strip() for p in (tmp_path / "queue").iterdir()}
     assert all(owners[f"{i:05d}.claim"] == f"group-{g}" for g, got in enumerate(taken) for i in got)

@@ -24,6 +24,7 @@ from asyncdiff_worker.completion import clear_foreign_manifest
 from asyncdiff_worker.errors import SpecError, classify
 from asyncdiff_worker.exit_codes import ExitCode, Failure, write_exit_record, write_termination_log
 from asyncdiff_worker.keys import JobLayout, WorkerSlot, job_identity
+from asyncdiff_worker.planner import PlanError, resolve_layout
 from asyncdiff_worker.preflight import preflight
 from asyncdiff_worker.progress import ProgressReporter
 from asyncdiff_worker.shards import plan_shards
@@ -62,7 +63,10 @@ def run_rank(argv: list[str] | None = None) -> int:
     job = load_job_file(args.spec)
     if isinstance(job, list):
         raise SpecError(job)
-    spec = job.spec
+    try:
+        spec, _ = resolve_layout(job.spec)  # a planner job run without the operator: plan here, the same way
+    except PlanError as exc:
+        raise SpecError([str(exc)]) from exc
     if world != spec.devices_per_group:
         raise SpecError(
             [

@@ -66,8 +66,8 @@ def parse_prompts_jsonl(data: bytes, source: str, field: str = "spec.generation.
         prompt = items[-1]
         if len(prompt.text) > limits.MAX_PROMPT_CHARS or len(prompt.negative or "") > limits.MAX_PROMPT_CHARS:
             raise LimitExceeded(f"{field}: {source}: line {lineno}: longer than {limits.MAX_PROMPT_CHARS} characters")
-        if len(items) > limits.MAX_PROMPTS:
-            raise LimitExceeded(f"{field}: {source}: more than the limit of {limits.MAX_PROMPTS} prompts")
+        if len(items) > limits.MAX_FILE_PROMPTS:
+            raise LimitExceeded(f"{field}: {source}: more than the limit of {limits.MAX_FILE_PROMPTS} prompts")
     if not items:
         raise InputUnreadable(f"{field}: {source}: contains no prompts")
     return items
@@ -93,10 +93,11 @@ def load_prompts(spec: JobSpec, storage: Storage) -> list[PromptItem]:
             "set promptCount to the number of prompts in the file"
         )
     outputs = len(items) * gen.images_per_prompt
-    if outputs > limits.MAX_OUTPUTS:
+    cap = limits.MAX_OUTPUTS if gen.prompts is not None else limits.MAX_FILE_OUTPUTS
+    if outputs > cap:
         raise LimitExceeded(
             f"spec.generation: {len(items)} prompts x {gen.images_per_prompt} images = {outputs} outputs is more "
-            f"than the limit {limits.MAX_OUTPUTS}"
+            f"than the limit {cap}"
         )
     return items
 

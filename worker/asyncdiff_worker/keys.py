@@ -9,7 +9,8 @@ Who renders: ``WorkerSlot`` reads the process contract the operator (or ``asyncd
 ``ASYNCDIFF_SHARD_INDEX`` (the Indexed Job's completion index: render that shard only; absent: every shard, one
 after another, or the shards claimed from ``ASYNCDIFF_SHARD_QUEUE``), ``ASYNCDIFF_INDEX_RETRY`` (the pod's
 ``batch.kubernetes.io/job-index-failure-count``), ``ASYNCDIFF_RUN_ID`` (default ``<uid>/<attempt>``: shard markers
-of one run only count together) and ``ASYNCDIFF_POD_NAME`` / ``HOSTNAME`` plus ``ASYNCDIFF_GROUP`` (who rendered).
+of one run only count together) and ``ASYNCDIFF_POD_NAME`` / ``HOSTNAME`` plus ``ASYNCDIFF_GROUP`` of
+``ASYNCDIFF_GROUPS`` (who rendered; the local groups of ``asyncdiff run``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ class WorkerSlot:
     """Pod name (or host name), with ``/group-<n>`` for a local replica."""
     queue: Path | None = None
     """A local folder of shard claims shared by the groups of ``asyncdiff run`` (``ASYNCDIFF_SHARD_QUEUE``)."""
+    group: int | None = None
+    """This local group's number (``ASYNCDIFF_GROUP``) of ``groups`` (``ASYNCDIFF_GROUPS``)."""
+    groups: int = 1
 
     @classmethod
     def from_env(cls, identity: JobIdentity) -> WorkerSlot:
@@ -101,11 +105,12 @@ class WorkerSlot:
         retry = _env_int("ASYNCDIFF_INDEX_RETRY", 0, 0) or 0
         run_id = os.environ.get("ASYNCDIFF_RUN_ID") or f"{identity.uid}/{identity.attempt}"
         who = os.environ.get("ASYNCDIFF_POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname() or "local"
-        group = os.environ.get("ASYNCDIFF_GROUP")
-        if group:
+        group = _env_int("ASYNCDIFF_GROUP", None, 0)
+        groups = _env_int("ASYNCDIFF_GROUPS", 1, 1) or 1
+        if group is not None:
             who = f"{who}/group-{group}"
         queue = os.environ.get("ASYNCDIFF_SHARD_QUEUE")
-        return cls(shard, retry, run_id, who, Path(queue) if queue and shard is None else None)
+        return cls(shard, retry, run_id, who, Path(queue) if queue and shard is None else None, group, groups)
 
 
 @dataclass(frozen=True)

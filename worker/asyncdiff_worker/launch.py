@@ -39,6 +39,7 @@ from asyncdiff_worker.exit_codes import (
     write_termination_log,
 )
 from asyncdiff_worker.keys import JobLayout, job_identity
+from asyncdiff_worker.planner import resolve_layout
 from asyncdiff_worker.preflight import preflight
 from asyncdiff_worker.progress import parse_event
 from asyncdiff_worker.spec import AsyncDiffJob, load_job_file
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         write_termination_log(failure, overwrite=True)
         return failure.code
     multi_node = any(k in os.environ for k in ("PET_NNODES", "PET_MASTER_ADDR", "MASTER_ADDR"))
-    nproc = args.nproc or int(os.environ.get("PET_NPROC_PER_NODE", "0") or 0) or job.spec.devices_per_group
+    per_group = resolve_layout(job.spec)[0].devices_per_group  # validated above, so the plan exists
+    nproc = args.nproc or int(os.environ.get("PET_NPROC_PER_NODE", "0") or 0) or per_group
     result = run_torchrun(
         spec_path,
         nproc,

@@ -33,6 +33,7 @@ from asyncdiff_worker.exit_codes import ExitCode, Failure
 from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.launch import LaunchResult, check_before_launch, free_port, run_torchrun, validate
 from asyncdiff_worker.manifest import ResultManifest, read_manifest
+from asyncdiff_worker.planner import resolve_layout
 from asyncdiff_worker.progress import render_bar
 from asyncdiff_worker.shards import plan_shards
 from asyncdiff_worker.storage import Storage
@@ -131,7 +132,7 @@ def _run_groups(
         def one(g: int) -> None:
             env = {"ASYNCDIFF_RUN_ID": run_id}
             if groups > 1:
-                env.update(ASYNCDIFF_SHARD_QUEUE=queue, ASYNCDIFF_GROUP=str(g))
+                env.update(ASYNCDIFF_SHARD_QUEUE=queue, ASYNCDIFF_GROUP=str(g), ASYNCDIFF_GROUPS=str(groups))
             if gpus is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[g]
 
@@ -181,7 +182,7 @@ def run_job(
     stream = out or sys.stdout
     try:
         job = validate(job_path)
-        spec = job.spec
+        spec, layout_plan = resolve_layout(job.spec)
         shard_plan = plan_shards(spec)
         if nproc is not None and nproc != spec.devices_per_group:
             raise SpecError([f"--nproc {nproc}: the job needs {spec.parallelism.devices_formula()} processes"])
@@ -207,6 +208,8 @@ def run_job(
             file=stream,
             flush=True,
         )
+        if layout_plan is not None:
+            print(f"  planned: {layout_plan.reason}", file=stream, flush=True)
         if shard_plan.clamped:
             print(f"  {shard_plan.reason}", file=stream, flush=True)
     display = _Display(stream, json_lines=json_lines, quiet=quiet)

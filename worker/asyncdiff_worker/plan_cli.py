@@ -82,7 +82,8 @@ def main(argv: list[str]) -> int:
         print(f"layout: {layout_plan.layout.describe()}")
         print(f"reason: {layout_plan.reason}")
     total = shards.total_outputs if shards.total_outputs is not None else "unknown (promptsFrom without promptCount)"
-    print(f"outputs: {total}; shards: {shards.num_shards} of {shards.shard_size or 'all'}; {shards.reason}")
+    size = f"{shards.shard_size} outputs" if shards.total_outputs is not None else "every output"
+    print(f"outputs: {total}; {shards.num_shards} shard(s) of {size}; {shards.reason}")
     return 0
 
 

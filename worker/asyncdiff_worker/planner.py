@@ -147,6 +147,8 @@ def _speedup(family: str, model_n: int, stride: int, cfg: bool) -> tuple[float, 
             source = "AsyncDiff paper" if name != "animatediff" else "AsyncDiff README"
             if name != family:
                 source += f", {name} figure ({family} not measured)"
+            if cfg:
+                source += f"; x {CFG_PARALLEL_SPEEDUP} for CFG parallel (xDiT), assumed independent"
             return table[(model_n, stride)] * cfg_factor, source
         seen.append(name)
         fallback = _SPEEDUP_FALLBACK.get(name)

@@ -171,6 +171,7 @@ def _load_pipeline(ctx: RunContext, on_step: Any) -> _Loaded:
         stride=spec.parallelism.stride,
         warm_up=spec.parallelism.warm_up,
         time_shift=spec.parallelism.time_shift,
+        cfg_parallel=spec.parallelism.cfg_parallel,
     )
     return _Loaded(pipe, ad, hooks, time.time() - start)
 
@@ -207,10 +208,10 @@ def run(ctx: RunContext) -> ResultManifest | None:
     loaded: _Loaded | None = None
     source = shards_for(slot, plan.num_shards) if rank == 0 else None
     while True:
+        shard_start = time.time()  # before the claim: a local group's first interval includes its start barrier
         index = group.share(next(source, None) if source is not None else None)
         if index is None:
             break
-        shard_start = time.time()
         items = [ctx.prepared.outputs[i] for i in plan.outputs_of(index, total)]
         reused: dict[int, OutputRecord] = {}
         if rank == 0:

@@ -8,14 +8,18 @@ be raised by whoever writes a job. The schema bounds of the spec use them, so th
 from __future__ import annotations
 
 MAX_PROMPTS = 1000
-"""Prompts per job, inline or from ``promptsFrom``."""
+"""Inline prompts per job (they live in the custom resource, which etcd caps at ~1.5 MB)."""
+MAX_FILE_PROMPTS = 100_000
+"""Prompts in one ``promptsFrom`` file: the batch size a sharded job is built for."""
 MAX_PROMPT_CHARS = 4000
 """Characters in one prompt or negative prompt."""
 MAX_IMAGES_PER_PROMPT = 16
 MAX_BATCH_SIZE = 16
 """Outputs per pipeline call (``generation.batchSize``)."""
 MAX_OUTPUTS = 2000
-"""prompts x imagesPerPrompt."""
+"""prompts x imagesPerPrompt with inline prompts."""
+MAX_FILE_OUTPUTS = 200_000
+"""prompts x imagesPerPrompt of a ``promptsFrom`` job."""
 MAX_STEPS = 500
 MAX_SIDE = 2048
 """Largest height or width of a generated image, in pixels."""

@@ -193,7 +193,7 @@ class GenerationSpec(SpecModel):
     prompt_count: int | None = Field(
         default=None,
         ge=1,
-        le=limits.MAX_PROMPTS,
+        le=limits.MAX_FILE_PROMPTS,
         description="How many prompts promptsFrom holds. Needed to shard a promptsFrom job (replicas > 1 or "
         "shardSize set): the shards are planned without reading the file; the worker checks the count.",
     )
@@ -260,7 +260,7 @@ class GenerationSpec(SpecModel):
     shard_size: int | None = Field(
         default=None,
         ge=1,
-        le=limits.MAX_OUTPUTS,
+        le=limits.MAX_FILE_OUTPUTS,
         description="Outputs per shard: a generation group renders one shard at a time and a failed shard is "
         "retried alone. Default: enough outputs that loading the model costs under ~10% of a shard (see "
         "asyncdiff_worker.shards), but no more than an even share per replica.",

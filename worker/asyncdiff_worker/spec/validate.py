@@ -189,11 +189,12 @@ def check_semantics(spec: JobSpec) -> list[str]:
             "reading the file): give the number of prompts in it",
         )
     n_prompts = len(gen.prompts) if gen.prompts is not None else (1 if fam == "svd" else gen.prompt_count or 0)
-    if n_prompts * gen.images_per_prompt > limits.MAX_OUTPUTS:
+    cap = limits.MAX_OUTPUTS if gen.prompts_from is None else limits.MAX_FILE_OUTPUTS
+    if n_prompts * gen.images_per_prompt > cap:
         bad(
             "generation.imagesPerPrompt",
             f"{n_prompts} prompts x {gen.images_per_prompt} = {n_prompts * gen.images_per_prompt} outputs is "
-            f"more than the limit {limits.MAX_OUTPUTS}",
+            f"more than the limit {cap}",
         )
 
     # per-family inputs
