@@ -183,6 +183,7 @@ def guarded(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         count += 1
         _errors[uid] = (count, message)
         logger.error(f"reconcile failed ({count} in a row): {reason}: {message}")
+        metrics.reconcile_error(reason)
         if isinstance(exc, reconcile_errors.ChildRejected):
             patch.status.update(reconcile_errors.rejected_status(status, exc, generation))
             kopf.event(body, type="Warning", reason=reason, message=message[:1024])
