@@ -53,6 +53,8 @@ OPERATOR: Final = (
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
     Rule("", "pods", ("list",), "kube.observe: the attempt's pods by label selector"),
     Rule("", "pods/log", ("get",), "kube.last_event: progress lines from rank 0's log tail"),
+    Rule("batch", "jobs", ("patch",), "kube.set_suspend: suspend and resume the attempt's Job (spec.suspend)"),
+    Rule("", "events", ("list",), "kube.pending_info: a Pending pod's Warning events (FailedMount, ...)"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "kopf writes the handlers' status patches through /status"),
     Rule("", "events", ("create",), "kopf.event transitions and kopf's own handler-failure events"),

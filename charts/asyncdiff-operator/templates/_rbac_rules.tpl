@@ -21,6 +21,14 @@
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# kube.set_suspend: suspend and resume the attempt's Job (spec.suspend)
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["patch"]
+# kube.pending_info: a Pending pod's Warning events (FailedMount, ...)
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # kopf handlers (watch, finalizer), kube.delete_cr (TTL)
 - apiGroups: ["asyncdiff.io"]
   resources: ["asyncdiffjobs"]
