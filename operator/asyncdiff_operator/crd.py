@@ -272,11 +272,22 @@ def name_rules() -> list[dict[str, str]]:
     ]
 
 
+OPERATOR_DEFAULTED: tuple[tuple[str, ...], ...] = (("output", "forcePathStyle"),)
+"""Fields the operator fills from its own settings when the job leaves them unset (``children.worker_job_spec``):
+the CRD must not default them, or the API server's default would look like the user's choice and hide the chart's
+setting (e.g. ``s3.forcePathStyle: true`` for MinIO)."""
+
+
 def spec_schema() -> dict[str, Any]:
     """The openAPIV3Schema of ``spec``."""
     raw = AsyncDiffJobSpec.model_json_schema(by_alias=True)
     defs = raw.pop("$defs", {})
     out = structural(raw, defs)
+    for path in OPERATOR_DEFAULTED:
+        node = out
+        for key in path:
+            node = node["properties"][key]
+        node.pop("default", None)
     out["x-kubernetes-validations"] = spec_rules() + batch_rules()
     return out
 

@@ -15,6 +15,7 @@ policy and pod defaults, S3 endpoint settings and credentials Secret).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -47,6 +48,7 @@ from asyncdiff_operator.status import (
 )
 
 SETTINGS = settings.from_env()
+LOG = logging.getLogger("asyncdiff_operator")
 INTERVAL = SETTINGS.reconcile_interval
 
 
@@ -224,7 +226,10 @@ def guarded(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         count, previous = _errors.get(uid, (0, None))
         count += 1
         _errors[uid] = (count, message)
-        logger.error(f"reconcile failed ({count} in a row): {reason}: {message}")
+        # Not kopf's object logger: at WARNING and above it posts every line as an Event (main.py), one per tick.
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
+        LOG.error(f"{where}: reconcile failed ({count} in a row): {reason}: {message}")
+        metrics.reconcile_error(reason)
         if isinstance(exc, reconcile_errors.ChildRejected):
             patch.status.update(reconcile_errors.rejected_status(status, exc, generation))
             kopf.event(body, type="Warning", reason=reason, message=message[:1024])

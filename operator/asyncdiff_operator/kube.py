@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import time
 from typing import Any
 
 from asyncdiff_worker.exit_codes import USER_ERROR_CODES
@@ -141,11 +142,30 @@ def _pending_reason(pod: Any) -> tuple[str, str]:
     return "", ""
 
 
+EVENTS_EVERY = 5.0
+"""Seconds between two reads of one Pending pod's events (a list call per pod per tick would not scale)."""
+_events_read: dict[str, tuple[float, tuple[str, str]]] = {}  # pod uid -> (when read, what it said)
+
+
 def _warning_event(namespace: str, pod: Any) -> tuple[str, str]:
-    """The newest Warning Event about a pod (FailedMount, FailedCreatePodSandBox, ...), or ("", "")."""
+    """The newest Warning Event about a pod (FailedMount, FailedCreatePodSandBox, ...), or ("", ""); read at most
+    every EVENTS_EVERY seconds per pod."""
     uid = pod.metadata.uid if pod.metadata is not None else None
     if not uid:
         return "", ""
+    now = time.monotonic()
+    cached = _events_read.get(uid)
+    if cached is not None and now - cached[0] < EVENTS_EVERY:
+        return cached[1]
+    if len(_events_read) > 10_000:  # pods come and go; forget the oldest reads
+        for old in sorted(_events_read, key=lambda k: _events_read[k][0])[:5_000]:
+            del _events_read[old]
+    found = _newest_warning(namespace, uid)
+    _events_read[uid] = (now, found)
+    return found
+
+
+def _newest_warning(namespace: str, uid: str) -> tuple[str, str]:
     try:
         items = (
             core()

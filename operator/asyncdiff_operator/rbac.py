@@ -54,7 +54,7 @@ OPERATOR: Final = (
         "jobs",
         ("create", "delete", "get", "list", "patch", "watch"),
         "kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; "
-        "handlers.child_jobs: the kopf index (one watch) of child Jobs",
+        "kube.set_suspend: suspend/resume; handlers.child_jobs: the kopf index (one watch) of child Jobs",
     ),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
     Rule(
@@ -65,6 +65,7 @@ OPERATOR: Final = (
         "shard_reconcile.delete_pod: a stalled shard's pod",
     ),
     Rule("", "pods/log", ("get",), "kube.last_event: progress lines from rank 0's log tail"),
+    Rule("", "events", ("list",), "kube.pending_info: a Pending pod's Warning events (FailedMount, ...)"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "kopf writes the handlers' status patches through /status"),
     Rule("", "events", ("create",), "kopf.event transitions and kopf's own handler-failure events"),

@@ -183,3 +183,12 @@ def test_the_longest_allowed_name_gives_children_that_fit() -> None:
     assert "at most 47" in str(name_problem(name + "n", 1))
     assert name_problem("my.job", 1) is None and "DNS label" in str(name_problem("my.job", 2))
     assert "DNS label" in str(name_problem("1job", 2))
+
+
+def test_the_crd_leaves_unset_what_the_operator_defaults() -> None:
+    """An API server default for spec.output.forcePathStyle would look like the user's choice and hide the chart's
+    s3.forcePathStyle (the operator applies its default only to fields the job leaves unset)."""
+    from asyncdiff_operator.crd import spec_schema
+
+    output = spec_schema()["properties"]["output"]["properties"]
+    assert output["forcePathStyle"]["type"] == "boolean" and "default" not in output["forcePathStyle"]

@@ -83,8 +83,15 @@ def test_the_create_handler_and_the_first_tick_post_one_job_created_event(fake: 
 
 
 def test_a_transient_error_is_a_condition_and_an_event_and_the_next_tick_retries(fake: FakeCluster) -> None:
+    from prometheus_client import REGISTRY
+
+    def errors_counted() -> float:
+        return REGISTRY.get_sample_value("asyncdiff_reconcile_errors_total", {"reason": reasons.API_ERROR}) or 0.0
+
+    before = errors_counted()
     fake.fail_with = ApiException(status=503, reason="Service Unavailable")
     status = run(cr())
+    assert errors_counted() == before + 1
     cond = conditions(status)[reasons.COND_RECONCILED]
     assert cond["status"] == "False" and cond["reason"] == reasons.API_ERROR and "503" in cond["message"]
     assert fake.events == [("Warning", reasons.API_ERROR, "API server answered 503: Service Unavailable")]

@@ -57,6 +57,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     state: dict[str, Any] = {"job": job_json(), "pods": [], "events": []}
     monkeypatch.setattr(kube, "read_job", lambda ns, name: state["job"] and model(state["job"], "V1Job"))
     monkeypatch.setattr(kube, "core", lambda: FakeCore(state["pods"], state["events"]))
+    monkeypatch.setattr(kube, "_events_read", {})
     return state
 
 
@@ -211,5 +212,7 @@ def test_the_pending_pod_says_why(cluster: dict[str, Any]) -> None:
             ("FailedMount", mount, "Warning", "2026-01-01T00:00:05Z"),
         ]
     ]
+    assert kube.observe("ns", "j", 1).pending_reason == ""  # events are read at most every EVENTS_EVERY seconds
+    kube._events_read.clear()
     obs = kube.observe("ns", "j", 1)
     assert obs.pending_reason == "FailedMount" and obs.pending_message == f"pod p0: {mount}"

@@ -5,7 +5,7 @@
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "delete"]
-# kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; handlers.child_jobs: the kopf index (one watch) of child Jobs
+# kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; kube.set_suspend: suspend/resume; handlers.child_jobs: the kopf index (one watch) of child Jobs
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "delete", "get", "list", "patch", "watch"]
@@ -21,6 +21,10 @@
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# kube.pending_info: a Pending pod's Warning events (FailedMount, ...)
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # kopf handlers (watch, finalizer), kube.delete_cr (TTL)
 - apiGroups: ["asyncdiff.io"]
   resources: ["asyncdiffjobs"]
