@@ -142,6 +142,30 @@ def running_pod(e2e: E2E, name: str, index: int) -> str | None:
     return None
 
 
+def diagnose(e2e: E2E, name: str) -> str:
+    """The child Job's status and each pod's phase and container state, for a failure message."""
+    lines = []
+    for job in e2e.batch.list_namespaced_job("default", label_selector=f"asyncdiff.io/job={name}").items:
+        lines.append(f"job {job.metadata.name}: parallelism {job.spec.parallelism} status {job.status.to_dict()}")
+    for pod in e2e.pods(name):
+        states = [(cs.name, cs.state.to_dict()) for cs in pod.status.container_statuses or []]
+        lines.append(
+            f"pod {pod.metadata.name} {pod.status.phase} deleting={bool(pod.metadata.deletion_timestamp)} {states}"
+        )
+        try:
+            lines.append(e2e.core.read_namespaced_pod_log(pod.metadata.name, "default", tail_lines=15))
+        except Exception as exc:
+            lines.append(f"(no log: {exc})")
+    return "\n".join(lines)
+
+
+def wait_succeeded(e2e: E2E, name: str, timeout: float) -> dict[str, Any]:
+    try:
+        return e2e.wait_phase(name, "Succeeded", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnose(e2e, name)}") from None
+
+
 def apply(e2e: E2E, body: dict[str, Any]) -> None:
     e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(body))
 
@@ -154,7 +178,7 @@ def test_two_groups_of_model_n_2_run_at_once_survive_an_operator_restart_and_res
     apply(e2e, body)
     e2e.wait(lambda: len([p for p in e2e.pods(name) if p.status.phase == "Running"]) == 2, 120, "two groups running")
     e2e.operator.restart()  # SIGKILL mid-run; the new operator takes over the same child Job
-    status = e2e.wait_phase(name, "Succeeded", 300)
+    status = wait_succeeded(e2e, name, 300)
     assert e2e.jobs(name) == [f"{name}-attempt-1"], "no duplicate children"
     assert status["attempts"] == 1 and status["progress"]["summary"] == "4/4", status
     assert status["layout"]["groups"] == 2 and status["layout"]["devicesPerGroup"] == 2, status
@@ -172,7 +196,7 @@ def test_two_groups_of_model_n_2_run_at_once_survive_an_operator_restart_and_res
     e2e.wait(lambda: not e2e.jobs(name) and not e2e.pods(name), 60, "children of the deleted job gone")
     again_at = time.time()
     apply(e2e, body)
-    status = e2e.wait_phase(name, "Succeeded", 300)
+    status = wait_succeeded(e2e, name, 300)
     second = records(manifest(s3, name))
     assert sorted(second) == [0, 1, 2, 3]
     rerendered = [i for i, r in second.items() if r["renderedBy"] != first[i]["renderedBy"]]
@@ -192,7 +216,7 @@ def test_two_groups_of_model_n_1_wait_for_kueue_admission(e2e: E2E, tiny_model: 
     assert not e2e.pods(name)
     admitted = time.time()
     e2e.kubectl("patch", f"job/{name}-attempt-1", "--type=merge", "-p", '{"spec":{"suspend":false}}')  # as Kueue does
-    status = e2e.wait_phase(name, "Succeeded", 300)
+    status = wait_succeeded(e2e, name, 300)
     from asyncdiff_operator.status import parse_iso
 
     start = parse_iso(status["startTime"])
@@ -219,7 +243,7 @@ def test_a_deleted_pod_and_a_killed_rank_cost_only_their_current_outputs(e2e: E2
     ranks = e2e.wait(lambda: worker_ranks(pod1), 30, f"worker processes of {pod1}")
     before_kill = stored(s3, name)
     os.kill(ranks[0], signal.SIGKILL)
-    status = e2e.wait_phase(name, "Succeeded", 400)
+    status = wait_succeeded(e2e, name, 400)
     final = records(manifest(s3, name))
     assert sorted(final) == list(range(8)), "every output exactly once"
     survived = before_delete | before_kill
@@ -243,7 +267,7 @@ def test_replicas_scale_1_2_1_while_running(e2e: E2E, tiny_model: Path, s3: Any)
     e2e.wait(lambda: len([p for p in e2e.pods(name) if p.status.phase == "Running"]) >= 2, 120, "two groups at once")
     e2e.kubectl("patch", f"adj/{name}", "--type=merge", "-p", '{"spec":{"parallelism":{"replicas":1}}}')
     e2e.wait(lambda: e2e.batch.read_namespaced_job(child, "default").spec.parallelism == 1, 30, "parallelism 1")
-    status = e2e.wait_phase(name, "Succeeded", 400)
+    status = wait_succeeded(e2e, name, 400)
     assert sorted(records(manifest(s3, name))) == list(range(6))
     assert status["layout"]["groups"] == 1 and e2e.jobs(name) == [child], status
     assert not status.get("failedPods"), status  # a group stopped by the scale-down is not a failure

@@ -371,7 +371,10 @@ class JobController(Controller):
             if delay > 0:
                 requeue = delay if requeue is None else min(requeue, delay)
             else:
-                replace_terminating = spec.get("podReplacementPolicy", "TerminatingOrFailed") != "Failed"
+                # the default is Failed when a podFailurePolicy is set (the only value allowed then), else
+                # TerminatingOrFailed: a pod stopping is not replaced before it has failed
+                default_policy = "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+                replace_terminating = spec.get("podReplacementPolicy", default_policy) != "Failed"
                 busy = len(active) + (0 if replace_terminating else len(terminating))
                 if indexed:
                     taken = {_index(p) for p in active} | (

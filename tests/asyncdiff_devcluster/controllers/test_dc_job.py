@@ -225,3 +225,29 @@ def test_suspend_like_kubernetes(batch: client.BatchV1Api, core: client.CoreV1Ap
     assert failed.last_transition_time.timestamp() - int(resumed_at) >= 3  # the deadline counted from the resume
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=sus").items
     assert {"Suspended", "Resumed"} <= {e.reason for e in events}
+
+
+def test_lowering_parallelism_stops_the_newest_pods_and_an_ignored_exit_is_not_counted(
+    batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Elastic Indexed Jobs: parallelism 2 -> 1 deletes the most recently started pod (kube-controller-manager's
+    ActivePods ranking); its SIGTERM exit (24 here) matches an Ignore rule, so it is not counted, and with a
+    podFailurePolicy its index is replaced only once the pod has failed (podReplacementPolicy Failed)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(24))\n"
+        "time.sleep(2 + 2 * int(os.environ['JOB_COMPLETION_INDEX']))\n"
+        "time.sleep(4 if os.environ['JOB_COMPLETION_INDEX'] == '0' else 0)\n"
+    )
+    policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [24]}}]}
+    spec = dict(completions=3, parallelism=2, completionMode="Indexed", backoffLimitPerIndex=0, podFailurePolicy=policy)
+    batch.create_namespaced_job(namespace, job("elastic", script, **spec))
+    wait_for(lambda: len([p for p in job_pods(core, namespace, "elastic") if p.status.phase == "Running"]) == 2, 20)
+    batch.patch_namespaced_job("elastic", namespace, {"spec": {"parallelism": 1}})
+    done = wait_for(lambda: condition(batch, namespace, "elastic", "Complete"), 60, message="job complete")
+    assert done is not None
+    status = batch.read_namespaced_job_status("elastic", namespace).status
+    assert status.completed_indexes == "0-2" and not status.failed, status
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=elastic").items
+    created = sum(e.count or 1 for e in events if e.reason == "SuccessfulCreate")
+    assert created == 4, "the pod stopped by the scale-down ran its index again"
