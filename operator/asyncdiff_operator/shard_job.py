@@ -9,8 +9,9 @@ retry number reaches the worker through the downward API as ``ASYNCDIFF_INDEX_RE
 
 1. ``FailJob`` on the worker's user-error exit codes (10-19, ``asyncdiff_worker.exit_codes``): a wrong spec or a
    missing model fails every shard the same way, so the whole job fails at once, with the reason;
-2. ``Ignore`` on exit code 24 (Interrupted): the worker got SIGTERM, i.e. its pod was stopped from outside (deleted,
-   drained, scaled down, preempted): not the shard's fault, never counted; the shard resumes from its stored outputs;
+2. ``Ignore`` on exit codes 24 (Interrupted) and 143: the worker got SIGTERM, i.e. its pod was stopped from outside
+   (deleted, drained, scaled down, preempted): not the shard's fault, never counted; the shard resumes from its
+   stored outputs (``STOPPED_CODES``);
 3. ``Ignore`` on the ``DisruptionTarget`` pod condition (eviction, preemption, taint-based eviction: disruptions are
    never counted, whatever the exit code);
 4. anything else (a crash, PeerFailed, StorageUnavailable, SIGKILL) is ``Count``: it uses one of that shard's retries.
@@ -32,6 +33,10 @@ from asyncdiff_worker.exit_codes import USER_ERROR_CODES, ExitCode
 from asyncdiff_operator.api import AsyncDiffJobSpec
 from asyncdiff_operator.layout import Layout, resolve
 
+STOPPED_CODES: Final = (int(ExitCode.INTERRUPTED), 143)
+"""Exit codes of a worker stopped from outside: 24, the launcher's own answer to SIGTERM, and 143 (128 + SIGTERM),
+a process that got SIGTERM before the launcher's handler was installed (during start-up and preflight). Kubernetes
+sends SIGTERM only when a pod is deleted, evicted, preempted or drained; an OOM kill is SIGKILL (137): counted."""
 COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 INDEX_FAILURE_COUNT: Final = "batch.kubernetes.io/job-index-failure-count"
 KUEUE_QUEUE: Final = "kueue.x-k8s.io/queue-name"
@@ -48,7 +53,7 @@ def failure_policy() -> dict[str, Any]:
             },
             {
                 "action": "Ignore",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [int(ExitCode.INTERRUPTED)]},
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(STOPPED_CODES)},
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]

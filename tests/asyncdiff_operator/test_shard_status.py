@@ -50,7 +50,7 @@ def test_replicas_and_shards_render_an_indexed_job_retried_per_index() -> None:
     assert rules[0]["action"] == "FailJob" and set(rules[0]["onExitCodes"]["values"]) == set(USER_ERROR_CODES)
     assert rules[1] == {
         "action": "Ignore",
-        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [24]},
+        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [24, 143]},
     }
     assert rules[2]["action"] == "Ignore" and rules[2]["onPodConditions"][0]["type"] == "DisruptionTarget"
     (c,) = job["template"]["spec"]["containers"]
