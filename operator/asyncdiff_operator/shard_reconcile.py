@@ -124,8 +124,8 @@ def reconcile_sharded(
         decision.events = []  # already so: an earlier reconcile did it and posted the event
     for etype, reason, message in decision.events:
         kopf.event(body, type=etype, reason=reason, message=message)
-    if decision.retried:
-        metrics.retried(decision.retried)
+    for _ in range(decision.retried_times if decision.retried else 0):
+        metrics.retried(str(decision.retried))
     if decision.status.get("phase") == "Succeeded" and "manifest" not in decision.status:
         output = status.get("output") or {}
         decision.status["manifest"] = manifest_uri(name, str(output.get("uri") or spec.output.uri))

@@ -61,6 +61,7 @@ class ShardObservation:
 class ShardDecision(Decision):
     patch_parallelism: int | None = None
     delete_pod: str | None = None
+    retried_times: int = 1  # pod failures retried by the Job controller since the last reconcile (metrics)
     extra_events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
@@ -224,7 +225,12 @@ def decide_sharded(
             record["exitCode"] = code
         out["lastFailure"] = record
         out["failedAttempts"] = obs.failed_pods + int(status.get("stalls") or 0)
-        return _terminal(status, out, reasons.FAILED, reason, message, generation, now)
+        done = _terminal(status, out, reasons.FAILED, reason, message, generation, now)
+        unseen = (obs.failed_pods - 1) - int(status.get("failedPods") or 0)  # all but the last were retried
+        if unseen > 0 and code is not None:
+            done.retried, done.retried_times = last, unseen
+            done.events.insert(0, ("Warning", reasons.RETRYING, f"{unseen} pod failure(s) retried before this one"))
+        return done
     if obs.suspended:  # created suspended for Kueue (or Kueue took it back): waiting for admission
         if phase != reasons.QUEUED:
             out["phase"] = reasons.QUEUED
@@ -261,7 +267,7 @@ def decide_sharded(
         out["lastFailure"] = record
         out["failedAttempts"] = obs.failed_pods + stalls
         decision.events.append(("Warning", reasons.RETRYING, f"a shard's pod failed ({reason}): retried alone"))
-        decision.retried = reason
+        decision.retried, decision.retried_times = reason, obs.failed_pods - seen_failures
     why = stalled(obs, now, stall_seconds)
     if why is not None:
         stalls += 1

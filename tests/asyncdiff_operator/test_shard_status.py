@@ -192,6 +192,7 @@ def test_job_complete_succeeds_and_failed_job_reasons() -> None:
         ShardObservation(failed_reason="FailedIndexes", failed_indexes=frozenset({3}), failed_pods=3, failure=(1, "x")),
     )
     assert spent.status["lastFailure"]["reason"] == "Crashed" and spent.status["lastFailure"]["exitCode"] == 1
+    assert (spent.retried, spent.retried_times) == ("Crashed", 2)  # 3 failures, none seen before: 2 were retried
     assert "shard(s) 3" in spent.status["lastFailure"]["message"]
     failed = {c["type"]: c for c in spent.status["conditions"]}["Failed"]
     assert failed["status"] == "True" and failed["reason"] == reasons.BACKOFF_LIMIT_EXCEEDED
