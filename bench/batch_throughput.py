@@ -143,7 +143,7 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
 
     from bench.models import ensure_scale_pipeline
 
-    outputs, steps, size = (8, 8, 128) if quick else (24, 20, 256)
+    outputs, steps, size = (8, 8, 128) if quick else (40, 25, 256)
     model = ensure_scale_pipeline("M")
     result: dict[str, Any] = {
         "model": "SD 2.1-layout UNet, scale M (bench.models), random weights, float32, CPU, gloo",
