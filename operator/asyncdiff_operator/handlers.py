@@ -158,6 +158,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
             create_attempt=_create_attempt,
             stall_seconds=window,
             progress_interval=SETTINGS.progress_interval,
+            pending_timeout=SETTINGS.pending_timeout,
             logger=logger,
         )
         if changes.get("child") or "output" not in status:

@@ -218,6 +218,9 @@ def observe_sharded(
         return obs
     phase = pod.status.phase if pod.status else None
     event = _log_event(namespace, pod.metadata.name) if phase == "Running" else None
+    if phase == "Pending":  # why it waits (its conditions and container states; at most one events list)
+        reason, message, since = kube.pending_info(namespace, [pod])
+        obs = replace(obs, pending_reason=reason, pending_message=message, pending_since=since)
     return replace(
         obs,
         sample_index=index,

@@ -68,6 +68,7 @@ def reconcile_sharded(
     create_attempt: Callable[..., bool],
     stall_seconds: float,
     progress_interval: float,
+    pending_timeout: float,
     logger: kopf.Logger,
 ) -> dict[str, Any]:
     """Observe, decide and act; returns the status patch (empty: nothing changed)."""
@@ -103,6 +104,7 @@ def reconcile_sharded(
         now=now,
         stall_seconds=stall_seconds,
         queued_by_kueue=queued_by_kueue(dict(body)),
+        pending_timeout=pending_timeout,
     )
     if decision.delete_pod:
         delete_pod(namespace, decision.delete_pod)

@@ -31,7 +31,17 @@ from asyncdiff_operator import reasons
 from asyncdiff_operator.api import RunPolicy
 from asyncdiff_operator.layout import Layout
 from asyncdiff_operator.shard_progress import next_progress
-from asyncdiff_operator.status import Decision, Observation, decide, now_iso, parse_iso, set_condition
+from asyncdiff_operator.status import (
+    DEFAULT_PENDING_TIMEOUT,
+    Decision,
+    Observation,
+    _Ctx,
+    _pending,
+    decide,
+    now_iso,
+    parse_iso,
+    set_condition,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class ShardObservation:
     event: dict[str, Any] | None = None  # the sampled pod's last progress line
     running_since: float | None = None  # when the sampled pod's container started
     failure: tuple[int, str] | None = None  # (exit code, message) of the newest failed pod, when one was read
+    pending_reason: str = ""  # the sampled pod is Pending: why (Unschedulable, FailedMount, ...; kube.pending_info)
+    pending_message: str = ""
+    pending_since: float | None = None  # the sampled Pending pod's creation (Unix time)
 
 
 @dataclass
@@ -145,6 +158,7 @@ def decide_sharded(
     now: float,
     stall_seconds: float,
     queued_by_kueue: bool = False,
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
 ) -> ShardDecision:
     """The next status patch and actions of a sharded job."""
     phase = status.get("phase")
@@ -289,6 +303,23 @@ def decide_sharded(
         decision.delete_pod = obs.sample_pod
         decision.events.append(("Warning", reasons.STALLED, f"{why}: pod {obs.sample_pod} deleted, shard resumes"))
         decision.retried = reasons.STALLED
+    if obs.pending_since is not None and phase != reasons.RUNNING:  # no group ever ran: say why, time out
+        waiting = _pending(
+            _Ctx(status, generation, now),
+            out,
+            Observation(
+                pending_reason=obs.pending_reason,
+                pending_message=obs.pending_message,
+                pending_since=obs.pending_since,
+                active=max(obs.active, 1),
+            ),
+            pending_timeout,
+        )
+        merged = _as_shard_decision(waiting)
+        merged.events = decision.events + merged.events
+        merged.retried, merged.retried_times = decision.retried, decision.retried_times
+        merged.delete_pod = decision.delete_pod
+        return merged
     if obs.parallelism is not None and obs.parallelism != layout.groups:
         decision.patch_parallelism = layout.groups
         decision.events.append(

@@ -262,3 +262,27 @@ def test_the_kueue_example_renders_a_suspended_indexed_job() -> None:
     job = render_job(example, spec, 1)
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert job["spec"]["completions"] == 40 and job["spec"]["parallelism"] == 4  # 1000 outputs / shardSize 25
+
+
+def test_a_job_whose_first_pod_cannot_start_says_why_then_times_out() -> None:
+    pending = {"phase": "Pending", "attempts": 1, "startTime": "2026-01-01T00:00:00Z", "layout": layout_status(LAYOUT)}
+    obs = ShardObservation(
+        active=2,
+        parallelism=2,
+        sample_index=0,
+        sample_pod="b-attempt-1-0-x",
+        sample_phase="Pending",
+        pending_reason="Unschedulable",
+        pending_message="pod b-attempt-1-0-x: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        pending_since=T0,
+    )
+    waiting = run(pending, obs, now=T0 + 30, pending_timeout=600)
+    running = {c["type"]: c for c in waiting.status["conditions"]}["Running"]
+    assert running["reason"] == "Unschedulable" and "Insufficient" in running["message"]
+    assert [e[1] for e in waiting.events] == ["Unschedulable"]
+    assert waiting.status.get("phase", reasons.PENDING) == reasons.PENDING
+    late = run(pending, obs, now=T0 + 700, pending_timeout=600)
+    assert late.status["phase"] == reasons.FAILED and late.status["lastFailure"]["reason"] == "Unschedulable"
+    assert late.delete_attempt == 1
+    # once a group ran, a replica waiting for room is normal: no timeout
+    assert run({**pending, "phase": "Running"}, obs, now=T0 + 700, pending_timeout=600).status.get("phase") is None
