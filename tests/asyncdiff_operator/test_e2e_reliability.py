@@ -117,9 +117,12 @@ def test_a_failed_child_job_whose_pod_is_gone_is_noticed_and_retried(e2e: E2E, h
     """The pod is force-deleted while no operator runs; the Job controller fails the Job and the pod object is gone
     by the time the operator looks. The Job's own status decides: an infrastructure failure, retried; and exactly
     one JobCreated event per attempt."""
-    apply(e2e, "lost-pod", [{"name": "PYTHONPATH", "value": str(hang_dir)}], runPolicy={"backoffLimit": 1})
+    # multi-node: its child Job has backoffLimit 0 and the operator retries attempts (a single-node job's shards are
+    # retried inside its Indexed Job instead: tests/asyncdiff_operator/test_e2e_batch.py)
+    run_policy = {"backoffLimit": 1, "numNodes": 2, "gpusPerNode": 1}
+    apply(e2e, "lost-pod", [{"name": "PYTHONPATH", "value": str(hang_dir)}], runPolicy=run_policy)
     e2e.wait_phase("lost-pod", "Running", 30)
-    (pod,) = e2e.pods("lost-pod")
+    pod = e2e.pods("lost-pod")[0]
     e2e.operator.stop()
     try:
         e2e.core.delete_namespaced_pod(pod.metadata.name, "default", grace_period_seconds=0)
