@@ -18,6 +18,12 @@ to each level (1, 100, 1000; quick: 1, 20, 100) in a burst and measures, per lev
 **Workers are not run** (labelled in the results): the node advertises 0 GPUs, so every worker Pod stays Pending
 (Unschedulable) and only the control path is measured. Child Jobs are matched to their CR by owner reference uid,
 not by name.
+
+A second measurement (``api_calls``) counts the operator's API requests per running job per minute: that many
+CPU-only jobs (100; quick: 20) whose worker pods *run* (a ``sitecustomize`` prints a worker progress line every
+second and never exits, so no torch starts), counted by the local control plane itself (``apiserver_request_total``
+at ``/metrics``, by client, verb and resource) over a fixed window once every job runs. The progress channel must
+cost O(1) calls per job per interval, independent of log volume and the number of pods (``shard_kube.py``).
 """
 
 from __future__ import annotations
@@ -284,6 +290,137 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
                     operator.kill()
                 op_log.close()
                 result["operator_log_tail"] = _tail(state / "operator.log", 1500)
+    result["api_calls"] = api_calls(quick, log)
+    return result
+
+
+_FAKE_WORKER = """import json, sys, time
+n = 0
+while True:
+    n += 1
+    now = time.time()
+    line = {"asyncdiff": "progress", "ts": now, "phase": "generating", "outputsDone": 1, "outputsTotal": 4,
+            "step": n % 25, "steps": 25, "lastProgressTs": now}
+    print(json.dumps(line), flush=True)
+    time.sleep(1.0)
+"""
+
+
+def running_manifest(name: str, fake_dir: Path) -> dict[str, Any]:
+    """A CPU-only sharded job whose worker pod runs and prints progress forever (the fake worker)."""
+    body = manifest(name)
+    body["metadata"]["labels"] = {"bench.asyncdiff.io/api": "1"}
+    spec = body["spec"]
+    spec["generation"]["prompts"] = ["a red cube", "a blue ball", "a green cone", "a cat"]
+    spec["runPolicy"] = {"gpusPerNode": 0}
+    spec["pod"] = {"env": [{"name": "PYTHONPATH", "value": str(fake_dir)}]}
+    return body
+
+
+def _request_counts(port: int) -> dict[tuple[str, str, str], int]:
+    """(client, verb, resource[/subresource]) -> requests served so far, from the control plane's /metrics."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, str, str], int] = {}
+    for m in re.finditer(
+        r'apiserver_request_total\{client="([^"]*)",verb="([^"]*)",group="[^"]*",resource="([^"]*)",'
+        r'subresource="([^"]*)"\} (\d+)',
+        text,
+    ):
+        resource = m.group(3) + (f"/{m.group(4)}" if m.group(4) else "")
+        out[(m.group(1), m.group(2), resource)] = int(m.group(5))
+    return out
+
+
+def api_calls(quick: bool, log: Any = print) -> dict[str, Any]:
+    """API requests per running job per minute, counted at the control plane (see the module docstring)."""
+    from kubernetes import client
+    from kubernetes import config as kconfig
+
+    jobs = 20 if quick else 100
+    window_s = 30.0 if quick else 60.0
+    with tempfile.TemporaryDirectory(prefix="asyncdiff-bench-api-") as tmp:
+        state = Path(tmp)
+        fake = state / "fake-worker"
+        fake.mkdir()
+        (fake / "sitecustomize.py").write_text(_FAKE_WORKER)
+        with _cluster(state) as (kubeconfig, _proc):
+            port = int(
+                yaml.safe_load(Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+            )
+            api_client = kconfig.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            api_client.user_agent = "asyncdiff-bench"
+            ext = client.ApiextensionsV1Api(api_client)
+            for doc in yaml.safe_load_all(CRD_FILE.read_text()):
+                if doc:
+                    ext.create_custom_resource_definition(doc)
+            time.sleep(0.5)
+            env = dict(os.environ, KUBECONFIG=kubeconfig)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(REPO / "operator"), str(REPO / "worker"), env.get("PYTHONPATH", "")]
+            )
+            op_log = (state / "operator.log").open("wb")
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "asyncdiff_operator.main"], env=env, stdout=op_log, stderr=subprocess.STDOUT
+            )
+            custom = client.CustomObjectsApi(api_client)
+            core = client.CoreV1Api(api_client)
+            try:
+                for i in range(jobs):
+                    custom.create_namespaced_custom_object(
+                        GROUP, VERSION, NAMESPACE, PLURAL, running_manifest(f"api-{i:04d}", fake)
+                    )
+                deadline = time.monotonic() + 120 + 2 * jobs
+                while True:
+                    items = custom.list_namespaced_custom_object(
+                        GROUP, VERSION, NAMESPACE, PLURAL, label_selector="bench.asyncdiff.io/api=1"
+                    )["items"]
+                    running = sum(1 for o in items if (o.get("status") or {}).get("phase") == "Running")
+                    if running == jobs:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"only {running}/{jobs} jobs Running:\n{_tail(state / 'operator.log')}")
+                    time.sleep(1.0)
+                time.sleep(15.0)  # every job past its first sample
+                before = _request_counts(port)
+                t0 = time.monotonic()
+                time.sleep(window_s)
+                after = _request_counts(port)
+                minutes = (time.monotonic() - t0) / 60.0
+                pods = core.list_namespaced_pod(NAMESPACE).items
+                still = sum(1 for p in pods if p.status and p.status.phase == "Running")
+            finally:
+                operator.terminate()
+                try:
+                    operator.wait(20)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                op_log.close()
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    operator_calls = {k: v for k, v in delta.items() if k[0] != "asyncdiff-bench" and v > 0}
+    by_call: dict[str, float] = {}
+    for (client_name, verb, resource), n in sorted(operator_calls.items()):
+        by_call[f"{client_name} {verb} {resource}"] = round(n / jobs / minutes, 2)
+    total = sum(operator_calls.values()) / jobs / minutes
+    logs = sum(v for k, v in operator_calls.items() if k[2] == "pods/log") / jobs / minutes
+    result = {
+        "running_jobs": jobs,
+        "running_pods_at_end": still,
+        "window_s": window_s,
+        "reconcile_interval_s": os.environ.get("ASYNCDIFF_RECONCILE_INTERVAL", "1.0 (operator default)"),
+        "progress_interval_s": os.environ.get("ASYNCDIFF_PROGRESS_INTERVAL", "10 (operator default)"),
+        "calls_per_job_per_minute": round(total, 2),
+        "log_reads_per_job_per_minute": round(logs, 2),
+        "by_call_per_job_per_minute": by_call,
+        "counted_at": "the local control plane's apiserver_request_total (all clients but the benchmark's own)",
+    }
+    log(
+        f"  API calls at {jobs} running jobs: {total:.1f} per job per minute ({logs:.1f} log reads); "
+        f"{still} pods running"
+    )
     return result
 
 

@@ -517,6 +517,47 @@ def _operator_md(op: dict[str, Any]) -> list[str]:
             f"{r.get('timer_reconciles_per_s_assumed', float('nan')):.0f} | "
             f"{'saturated' if (ms := r.get('cpu_ms_per_reconcile_est')) is None else format(ms, '.1f')} |"
         )
+    calls = op.get("api_calls")
+    if calls:
+        per = ", ".join(f"{k} {v}" for k, v in calls["by_call_per_job_per_minute"].items())
+        lines += [
+            "",
+            f"Progress channel: **{calls['calls_per_job_per_minute']} API requests per running job per minute** at "
+            f"{calls['running_jobs']} running sharded jobs ({calls['log_reads_per_job_per_minute']} of them pod log "
+            f"tails), counted by the control plane (`apiserver_request_total`) over {calls['window_s']:.0f} s; "
+            f"reconcile interval {calls['reconcile_interval_s']}, progress interval {calls['progress_interval_s']}. "
+            f"By call: {per}.",
+        ]
+    return lines
+
+
+def _batch_md(b: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Batch throughput through the operator",
+        "",
+        f"CR created -> Succeeded on the local control plane, {b['outputs']} outputs, {b['steps']} steps, "
+        f"{b['size']}x{b['size']}, {b['model']}; {b['threads_per_process']} thread per process, pods not pinned. "
+        f"Load average before: {b['load_before']}, after: {b['load_after']}.",
+        "",
+        "| layout | wall s | outputs/min | vs replicas 1 x modelN 1 | start-up share |",
+        "|---|---|---|---|---|",
+    ]
+    base = next(r for r in b["rows"] if r["key"] == "r1n1")["outputs_per_min"]
+    for r in b["rows"]:
+        label = f"replicas {r['replicas']} x modelN {r['model_n']}" + (" + fault" if "fault" in r else "")
+        lines.append(
+            f"| {label} | {r['wall_s']:.0f} | {r['outputs_per_min']:.2f} | {r['outputs_per_min'] / base:.2f}x | "
+            f"{r['startup_share']:.0%} |"
+        )
+    fault = next((r["fault"] for r in b["rows"] if "fault" in r), None)
+    if fault:
+        lines += [
+            "",
+            f"Fault: pod {fault['deleted_pod']} deleted {fault['at_s']:.0f} s in, after {fault['stored_before_fault']} "
+            f"output(s) were stored: **{fault['stored_before_and_rendered_again']} of them rendered again**; "
+            f"{fault['rendered_by_other_pods_after_fault']} output(s) rendered after the fault in all; pod failures "
+            f"counted: {fault['failed_pods_counted']} (a deletion is not a failure).",
+        ]
     return lines
 
 
@@ -546,6 +587,8 @@ def write_summary(results: Path) -> Path:
     lines += (_cfg_md(cfg) if cfg else ["## CFG parallelism: no results yet"]) + [""]
     lines += (_fidelity_md(fid) if fid else ["## Fidelity: no results yet"]) + [""]
     lines += (_operator_md(op) if op else ["## Operator scale: no results yet"]) + [""]
+    batch = _load(results, "batch_throughput")
+    lines += (_batch_md(batch) if batch else ["## Batch throughput: no results yet"]) + [""]
     lines += [
         "## GPU",
         "",

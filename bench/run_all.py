@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator")
+PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch")
 
 
 def _log(msg: str) -> None:
@@ -131,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         timed(
             "operator",
             lambda: _write(results, "operator_scale", {"mode": mode, **operator_scale.run(args.quick, _log)}),
+        )
+    if "batch" in parts:
+        from bench import batch_throughput
+
+        timed(
+            "batch",
+            lambda: _write(results, "batch_throughput", {"mode": mode, **batch_throughput.run(args.quick, _log)}),
         )
     total = time.perf_counter() - started
     run = {

@@ -26,13 +26,17 @@ mounted exactly as ``spec.pod.s3CredentialsSecret``, which wins when set.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import yaml
+from asyncdiff_worker.keys import MANIFEST_NAME
 from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
+from asyncdiff_operator.layout import effective_spec
 from asyncdiff_operator.settings import OperatorSettings, S3Defaults
+from asyncdiff_operator.shard_job import shard_env, shard_job_fields
 
 SPEC_DIR: Final = "/etc/asyncdiff"
 SPEC_FILE: Final = "job.yaml"
@@ -47,6 +51,34 @@ MODEL_CACHE_DIR: Final = "/var/cache/asyncdiff"
 """The worker image's model cache VOLUME (Dockerfile); an emptyDir of ``worker.modelCacheSizeLimit`` goes here."""
 MODEL_CACHE_VOLUME: Final = "model-cache"
 _NO_SETTINGS: Final = OperatorSettings()
+
+
+MAX_ATTEMPT_DIGITS: Final = 4
+"""Attempts up to 9999 fit in the child names (retries are bounded by backoffLimit <= 100)."""
+MAX_INDEX_SUFFIX: Final = len("-15")
+"""Indexed pods get the hostname ``<job>-<index>`` (numNodes <= 16), which must be a DNS label too."""
+MAX_NAME_LENGTH: Final = 63 - len("-attempt-") - MAX_ATTEMPT_DIGITS - MAX_INDEX_SUFFIX
+"""47: the longest AsyncDiffJob name whose children fit Kubernetes' 63-character limits: the Job name (its pods
+carry it as the ``batch.kubernetes.io/job-name`` label value), the Indexed pods' hostnames, the headless Service
+(``<name>-nodes``), and our ``asyncdiff.io/job`` label value. The CRD refuses longer names at apply time (CEL)."""
+DNS_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""Multi-node jobs: the Service name and the pods' hostnames are DNS labels, so the job name may have no dots and
+must start with a letter."""
+
+
+def name_problem(cr_name: str, num_nodes: int) -> str | None:
+    """Why a CR name cannot name its children, or None (the CRD's CEL rules say the same at apply time)."""
+    if len(cr_name) > MAX_NAME_LENGTH:
+        return (
+            f"metadata.name {cr_name!r} is {len(cr_name)} characters long; at most {MAX_NAME_LENGTH} are allowed, "
+            f"because child names (<name>-attempt-<n>) must fit in 63"
+        )
+    if num_nodes > 1 and not re.match(DNS_LABEL, cr_name):
+        return (
+            f"metadata.name {cr_name!r} must be a DNS label (lowercase letters, digits and '-', starting with a "
+            "letter) when runPolicy.numNodes > 1: it names the headless Service and the pods' hostnames"
+        )
+    return None
 
 
 def service_name(cr_name: str) -> str:
@@ -93,6 +125,23 @@ def worker_job_spec(spec: AsyncDiffJobSpec, s3: S3Defaults) -> JobSpec:
     return JobSpec.model_validate(data)
 
 
+def output_location(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Where the worker writes, as resolved with the operator's S3 defaults (recorded in ``status.output`` so that
+    ``asyncdiff fetch`` reads from the same place): uri, endpointUrl, region, forcePathStyle. Never credentials."""
+    output = worker_job_spec(spec, settings.s3).output
+    location: dict[str, Any] = {"uri": output.uri, "forcePathStyle": bool(output.force_path_style)}
+    if output.endpoint_url:
+        location["endpointUrl"] = output.endpoint_url
+    if output.region:
+        location["region"] = output.region
+    return location
+
+
+def manifest_uri(cr_name: str, output_uri: str) -> str:
+    """The result manifest's fixed place (``asyncdiff_worker.keys``: ``<output uri>/<job name>/manifest.json``)."""
+    return f"{output_uri.rstrip('/')}/{cr_name}/{MANIFEST_NAME}"
+
+
 def s3_credentials_secret(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> str | None:
     """The job's own credentials Secret, else the operator's."""
     secret: str | None = spec.pod.s3_credentials_secret or settings.s3.credentials_secret
@@ -108,7 +157,9 @@ def render_configmap(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-        "spec": worker_job_spec(spec, settings.s3).model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": worker_job_spec(effective_spec(spec), settings.s3).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        ),
     }
     return {
         "apiVersion": "v1",
@@ -150,6 +201,8 @@ def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, secret: str |
     ]
     if spec.run_policy.num_nodes > 1:
         env.extend(multi_node_env(cr, spec, attempt))
+    else:
+        env.extend(shard_env())
     if secret:
         env.append({"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR})
     for var in spec.pod.env or []:
@@ -261,11 +314,17 @@ DISRUPTION_POLICY: Final = {
 
 
 def render_job(
-    cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings: OperatorSettings = _NO_SETTINGS
+    cr: dict[str, Any],
+    spec: AsyncDiffJobSpec,
+    attempt: int,
+    settings: OperatorSettings = _NO_SETTINGS,
+    suspend: bool = False,
 ) -> dict[str, Any]:
     """The batch/v1 Job of one attempt: numNodes pods (Indexed when more than one), restartPolicy Never,
-    backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing."""
+    backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing;
+    created suspended (``spec.suspend``) for a job created with ``runPolicy.suspend``."""
     meta = cr["metadata"]
+    spec = effective_spec(spec)
     name = child_name(meta["name"], attempt)
     labels = child_labels(cr, attempt)
     pod_labels = {**(spec.pod.labels or {}), **labels}
@@ -282,6 +341,11 @@ def render_job(
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
+    else:  # shards: an Indexed Job retried per index by the Job controller (shard_job.py)
+        del job_spec["backoffLimit"]
+        job_spec.update(shard_job_fields(cr, spec))
+    if suspend:
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -6,9 +6,10 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 ``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, ``dict[str, Any]`` (affinity, volumes)
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
 structural schema cannot say are CEL rules (``x-kubernetes-validations``), each the twin of a pydantic check: the
-devices must fit the nodes and GPUs, stride 2 needs two stages, cfgParallel needs guidance, and the spec is immutable
-once the operator started the job (``status.attempts > 0``), except ``runPolicy.suspend``. The immutability rule is
-generated from the models' fields, so a new field is covered.
+devices must fit the nodes and GPUs, stride 2 needs two stages, cfgParallel needs guidance, ``metadata.name`` fits
+the children's names (``children.name_problem``), and the spec is immutable once the operator started the job
+(``status.attempts > 0``), except ``runPolicy.suspend`` and ``parallelism.replicas`` (the child Job's parallelism
+follows it). The immutability rule is generated from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
@@ -26,8 +27,9 @@ from asyncdiff_worker.spec import ParallelismSpec
 from asyncdiff_worker.spec.models import UNBATCHABLE_FAMILIES, GenerationSpec
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
+from asyncdiff_operator.children import DNS_LABEL, MAX_NAME_LENGTH
 
-_PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+_PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{GROUP}_{PLURAL}.yaml"
 _KEEP = frozenset(
     {
@@ -194,9 +196,45 @@ def _same(field: str) -> str:
     return f"(has({new}) ? has({old}) && {new} == {old} : !has({old}))"
 
 
-def _policy_value(side: str, field: str, default: Any) -> str:
-    value = f"{side}.spec.runPolicy.{field}"
-    return f"(has({side}.spec.runPolicy) && has({value}) ? {value} : {default})"
+def _policy_value(side: str, field: str, default: Any, parent: str = "runPolicy") -> str:
+    value = f"{side}.spec.{parent}.{field}"
+    return f"(has({side}.spec.{parent}) && has({value}) ? {value} : {default})"
+
+
+MUTABLE_PARALLELISM = frozenset({"replicas"})
+"""``spec.parallelism`` fields that may change while the job runs: the child Job's parallelism follows them."""
+
+
+def _parallelism_parts() -> list[str]:
+    """Every parallelism field except the mutable ones, compared by effective value (defaults filled in)."""
+    parts = []
+    for name, info in ParallelismSpec.model_fields.items():
+        alias = info.alias or name
+        if alias in MUTABLE_PARALLELISM:
+            continue
+        if info.default is None or info.default.__class__ not in (int, bool, str):
+            parts.append(_same_nested("parallelism", alias))
+            continue
+        default = _cel_literal(info.default)
+        parts.append(
+            f"{_policy_value('self', alias, default, 'parallelism')} == "
+            f"{_policy_value('oldSelf', alias, default, 'parallelism')}"
+        )
+    return parts
+
+
+def _same_nested(parent: str, field: str) -> str:
+    new, old = f"self.spec.{parent}", f"oldSelf.spec.{parent}"
+    has_new, has_old = f"(has({new}) && has({new}.{field}))", f"(has({old}) && has({old}.{field}))"
+    return f"({has_new} ? {has_old} && {new}.{field} == {old}.{field} : !{has_old})"
+
+
+def _cel_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return str(value)
 
 
 def immutability_rule() -> dict[str, str]:
@@ -206,7 +244,9 @@ def immutability_rule() -> dict[str, str]:
     parts = []
     for name, info in AsyncDiffJobSpec.model_fields.items():
         alias = info.alias or name
-        if alias != "runPolicy":
+        if alias == "parallelism":
+            parts.extend(_parallelism_parts())
+        elif alias != "runPolicy":
             parts.append(_same(alias))
     for name, info in RunPolicy.model_fields.items():
         alias = info.alias or name
@@ -218,8 +258,33 @@ def immutability_rule() -> dict[str, str]:
     return {
         "rule": f"!({started}) || ({' && '.join(parts)})",
         "fieldPath": ".spec",
-        "message": "spec is immutable once the job has started (status.attempts > 0), except spec.runPolicy.suspend",
+        "message": "spec is immutable once the job has started (status.attempts > 0), except "
+        "spec.runPolicy.suspend and spec.parallelism.replicas",
     }
+
+
+def name_rules() -> list[dict[str, str]]:
+    """CEL rules on ``metadata.name`` (the only metadata a root rule may read): the children's names must fit
+    (``children.MAX_NAME_LENGTH``), and multi-node jobs need a DNS label (``children.DNS_LABEL``)."""
+    multi = "has(self.spec.runPolicy) && has(self.spec.runPolicy.numNodes) && self.spec.runPolicy.numNodes > 1"
+    return [
+        {
+            "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            "message": f"metadata.name may be at most {MAX_NAME_LENGTH} characters: the operator names children "
+            "<name>-attempt-<n>, and Kubernetes limits those names to 63",
+        },
+        {
+            "rule": f"!({multi}) || self.metadata.name.matches('{DNS_LABEL}')",
+            "message": "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter) "
+            "when runPolicy.numNodes > 1: it names the headless Service and the pods' hostnames",
+        },
+    ]
+
+
+OPERATOR_DEFAULTED: tuple[tuple[str, ...], ...] = (("output", "forcePathStyle"),)
+"""Fields the operator fills from its own settings when the job leaves them unset (``children.worker_job_spec``):
+the CRD must not default them, or the API server's default would look like the user's choice and hide the chart's
+setting (e.g. ``s3.forcePathStyle: true`` for MinIO)."""
 
 
 def spec_schema() -> dict[str, Any]:
@@ -227,6 +292,11 @@ def spec_schema() -> dict[str, Any]:
     raw = AsyncDiffJobSpec.model_json_schema(by_alias=True)
     defs = raw.pop("$defs", {})
     out = structural(raw, defs)
+    for path in OPERATOR_DEFAULTED:
+        node = out
+        for key in path:
+            node = node["properties"][key]
+        node.pop("default", None)
     out["x-kubernetes-validations"] = spec_rules() + batch_rules()
     return out
 
@@ -248,7 +318,7 @@ def status_schema() -> dict[str, Any]:
     condition = _obj(
         "A metav1.Condition.",
         {
-            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed."),
+            "type": _str("Condition type: Created, Running, Suspended, Succeeded, Failed, Reconciled."),
             "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
             "reason": _str("CamelCase reason (asyncdiff_operator.reasons)."),
             "message": _str("Human-readable detail."),
@@ -266,6 +336,43 @@ def status_schema() -> dict[str, Any]:
             "steps": _int("Steps per output."),
             "summary": _str("done/total, for the Progress column."),
             "lastProgressTs": {"type": "number", "description": "Unix time of the worker's last real progress."},
+            "inFlight": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "Sharded jobs: outputs done in each running shard at its last sample (shard -> count).",
+            },
+            "outputsPerMinute": {"type": "number", "description": "Recent rate (outputs per minute)."},
+            "etaSeconds": _int("Estimated seconds to the last output."),
+            "eta": _str("The estimate, for the ETA column (45s, 3m10s, 2h05m; - when unknown)."),
+            "rateAnchorTs": {"type": "number", "description": "Start of the rate window (Unix time)."},
+            "rateAnchorDone": _int("Outputs done at the start of the rate window."),
+        },
+    )
+    layout = _obj(
+        "What runs: groups of devices over shards (single-node jobs).",
+        {
+            "modelN": _int("Denoiser stages per group."),
+            "stride": _int("Stride."),
+            "replicas": _int("Groups asked for (spec.parallelism.replicas or the planner's)."),
+            "groups": _int("Groups run at once: replicas clamped to the shards (the child Job's parallelism)."),
+            "devicesPerGroup": _int("Processes (GPUs) per group: modelN + stride - 1."),
+            "devicesTotal": _int("groups x devicesPerGroup."),
+            "shards": _int("Shards (the child Job's completions)."),
+            "shardSize": _int("Outputs per shard (the last may hold fewer)."),
+            "plannedReplicas": _int("The replicas the shards were planned for when the child Job was made."),
+            "summary": _str("groups x devicesPerGroup, for the Layout column."),
+            "reason": _str("Why the planner chose this layout (spec.parallelism.devices and goal)."),
+            "note": _str("Adjustments, e.g. replicas clamped to the number of shards."),
+        },
+    )
+    shards = _obj(
+        "Shards of a single-node job, from its child Job's status.",
+        {
+            "total": _int("Shards."),
+            "completed": _int("Shards finished."),
+            "failed": _int("Shards that used up their retries."),
+            "active": _int("Pods running now."),
+            "completedIndexes": _str("The finished shards, as the Job lists them (0-3,5)."),
         },
     )
     failure = _obj(
@@ -277,19 +384,33 @@ def status_schema() -> dict[str, Any]:
             "attempt": _int("The attempt that failed."),
         },
     )
+    output = _obj(
+        "Where the worker writes, resolved with the operator's S3 defaults (never credentials).",
+        {
+            "uri": _str("s3://bucket/prefix or file:///dir; outputs under <uri>/<job name>/."),
+            "endpointUrl": _str("S3-compatible endpoint the worker uses."),
+            "region": _str("S3 region."),
+            "forcePathStyle": {"type": "boolean", "description": "Path-style S3 addressing."},
+        },
+    )
     return _obj(
         "Written by the operator.",
         {
-            "phase": _str("Pending, Running, Suspended, Succeeded or Failed.", enum=list(_PHASES)),
+            "phase": _str("Pending, Queued, Running, Suspended, Succeeded or Failed.", enum=list(_PHASES)),
             "conditions": {"type": "array", "items": condition, "description": "metav1.Conditions."},
             "observedGeneration": _int("The generation the operator last acted on."),
             "attempts": _int("Attempts created (each is one child Job)."),
             "failedAttempts": _int("Failed attempts counted against backoffLimit (disruptions are not)."),
             "child": _str("The current attempt's Job and ConfigMap name."),
-            "devices": _int("Worker processes of one process group ((modelN + stride - 1) x (2 if cfgParallel))."),
+            "devices": _int("Worker processes of the job in total (groups x devices per group)."),
+            "layout": layout,
+            "shards": shards,
+            "failedPods": _int("Pod failures the child Job counted (each retried its shard alone)."),
+            "stalls": _int("Stalled pods deleted (counted against backoffLimit)."),
             "progress": progress,
             "outputs": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Output URIs."},
             "manifest": _str("URI of the result manifest (written last: the commit marker)."),
+            "output": output,
             "startTime": _str("When the current run started (reset on resume).", format="date-time"),
             "completionTime": _str("When the job finished.", format="date-time"),
             "lastFailure": failure,
@@ -303,7 +424,9 @@ def build_crd() -> dict[str, Any]:
     columns = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
+        {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta"},
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.family"},
+        {"name": "Layout", "type": "string", "jsonPath": ".status.layout.summary", "description": "groups x devices"},
         {"name": "Devices", "type": "integer", "jsonPath": ".status.devices"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
@@ -340,7 +463,7 @@ def build_crd() -> dict[str, Any]:
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
-                            "x-kubernetes-validations": [immutability_rule()],
+                            "x-kubernetes-validations": [immutability_rule(), *name_rules()],
                         }
                     },
                 }

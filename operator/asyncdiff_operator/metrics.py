@@ -1,4 +1,5 @@
-"""Prometheus metrics of the operator: jobs by phase, phase transitions, retries by reason, job durations.
+"""Prometheus metrics of the operator: jobs by phase, phase transitions, retries and reconcile errors by reason, job
+durations.
 
 Why our own: kopf exports no metrics, and a platform team's first questions (how many jobs run or wait, how often
 attempts are retried and why, how long jobs take) need numbers that a dashboard can scrape. The registry is the
@@ -12,7 +13,7 @@ import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed")
 
 JOBS = Gauge("asyncdiff_jobs", "AsyncDiffJobs known to this operator, by phase.", ["phase"])
 TRANSITIONS = Counter("asyncdiff_job_phase_transitions_total", "Phase transitions written, by new phase.", ["phase"])
@@ -22,6 +23,9 @@ DURATION = Histogram(
     "Creation to completion of finished jobs, by final phase.",
     ["phase"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400),
+)
+RECONCILE_ERRORS = Counter(
+    "asyncdiff_reconcile_errors_total", "Reconciles that raised (retried on the next tick), by reason.", ["reason"]
 )
 CHILD_CREATE = Histogram(
     "asyncdiff_child_create_seconds",
@@ -59,6 +63,10 @@ def transition(phase: str) -> None:
 
 def retried(reason: str) -> None:
     RETRIES.labels(reason=reason).inc()
+
+
+def reconcile_error(reason: str) -> None:
+    RECONCILE_ERRORS.labels(reason=reason).inc()
 
 
 def finished(phase: str, seconds: float) -> None:

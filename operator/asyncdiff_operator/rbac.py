@@ -49,10 +49,23 @@ class Rule:
 
 OPERATOR: Final = (
     Rule("", "configmaps", ("create", "delete"), "kube.create_if_absent, kube.delete_children: the job spec ConfigMap"),
-    Rule("batch", "jobs", ("create", "delete", "get"), "kube.create_if_absent, read_job, delete_children: the Job"),
+    Rule(
+        "batch",
+        "jobs",
+        ("create", "delete", "get", "list", "patch", "watch"),
+        "kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; "
+        "kube.set_suspend: suspend/resume; handlers.child_jobs: the kopf index (one watch) of child Jobs",
+    ),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
-    Rule("", "pods", ("list",), "kube.observe: the attempt's pods by label selector"),
+    Rule(
+        "",
+        "pods",
+        ("delete", "list"),
+        "kube.observe, shard_kube: the attempt's (one shard's) pods by label selector; "
+        "shard_reconcile.delete_pod: a stalled shard's pod",
+    ),
     Rule("", "pods/log", ("get",), "kube.last_event: progress lines from rank 0's log tail"),
+    Rule("", "events", ("list",), "kube.pending_info: a Pending pod's Warning events (FailedMount, ...)"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "kopf writes the handlers' status patches through /status"),
     Rule("", "events", ("create",), "kopf.event transitions and kopf's own handler-failure events"),

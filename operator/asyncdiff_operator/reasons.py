@@ -13,6 +13,7 @@ RUNNING: Final = "Running"
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 SUSPENDED: Final = "Suspended"
+QUEUED: Final = "Queued"
 TERMINAL_PHASES: Final = frozenset({SUCCEEDED, FAILED})
 
 # condition types
@@ -21,6 +22,7 @@ COND_RUNNING: Final = "Running"
 COND_SUCCEEDED: Final = "Succeeded"
 COND_FAILED: Final = "Failed"
 COND_SUSPENDED: Final = "Suspended"
+COND_RECONCILED: Final = "Reconciled"  # False while reconciles fail (reasons below)
 
 # reasons
 JOB_CREATED: Final = "JobCreated"
@@ -38,3 +40,11 @@ STALLED: Final = "Stalled"
 DISRUPTED: Final = "Disrupted"
 CHILD_MISSING: Final = "ChildJobMissing"
 TTL_EXPIRED: Final = "TTLExpired"
+QUEUED_REASON: Final = "WaitingForAdmission"
+SCALED: Final = "Scaled"
+RECONCILED: Final = "ReconcileSucceeded"
+RECONCILE_ERROR: Final = "ReconcileError"
+API_ERROR: Final = "ApiError"
+CHILD_REJECTED: Final = "ChildRejected"
+CHILD_SUSPENDED: Final = "ChildSuspended"
+PENDING_TIMEOUT: Final = "PendingTimeout"

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from asyncdiff_operator.api import Quantity, Resources, Toleration
-from asyncdiff_operator.status import DEFAULT_STALL_SECONDS
+from asyncdiff_operator.status import DEFAULT_PENDING_TIMEOUT, DEFAULT_STALL_SECONDS
 
 DEFAULT_RECONCILE_INTERVAL: Final = 1.0
+DEFAULT_PROGRESS_INTERVAL: Final = 10.0
+"""Seconds between two log-tail samples of one running shard of a job (``shard_kube.py``)."""
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 _TRUE: Final = frozenset({"true", "1", "yes", "on"})
 _FALSE: Final = frozenset({"false", "0", "no", "off", ""})
@@ -84,6 +86,8 @@ class OperatorSettings(BaseModel):
 
     reconcile_interval: float = Field(default=DEFAULT_RECONCILE_INTERVAL, gt=0)
     stall_seconds: float = Field(default=DEFAULT_STALL_SECONDS, gt=0)
+    progress_interval: float = Field(default=DEFAULT_PROGRESS_INTERVAL, gt=0)
+    pending_timeout: float = Field(default=DEFAULT_PENDING_TIMEOUT, gt=0)
     worker_image: str | None = Field(default=None, max_length=1024)
     worker_image_pull_policy: PullPolicy | None = None
     worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
@@ -145,13 +149,17 @@ def _worker_defaults(env: Mapping[str, str]) -> WorkerDefaults:
 def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Parse the operator's settings from ``env`` (default ``os.environ``); raises SettingsError on a bad value.
 
-    ASYNCDIFF_RECONCILE_INTERVAL, ASYNCDIFF_STALL_SECONDS (seconds), ASYNCDIFF_WORKER_IMAGE,
+    ASYNCDIFF_RECONCILE_INTERVAL, ASYNCDIFF_STALL_SECONDS, ASYNCDIFF_PROGRESS_INTERVAL,
+    ASYNCDIFF_PENDING_TIMEOUT_SECONDS (seconds),
+    ASYNCDIFF_WORKER_IMAGE,
     ASYNCDIFF_WORKER_IMAGE_PULL_POLICY, ASYNCDIFF_WORKER_DEFAULTS (JSON), ASYNCDIFF_S3_ENDPOINT, ASYNCDIFF_S3_REGION,
     ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET.
     """
     env = os.environ if env is None else env
     reconcile_interval = _float(env, "ASYNCDIFF_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL)
     stall_seconds = _float(env, "ASYNCDIFF_STALL_SECONDS", DEFAULT_STALL_SECONDS)
+    progress_interval = _float(env, "ASYNCDIFF_PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL)
+    pending_timeout = _float(env, "ASYNCDIFF_PENDING_TIMEOUT_SECONDS", DEFAULT_PENDING_TIMEOUT)
     image = _str(env, "ASYNCDIFF_WORKER_IMAGE")
     policy = _str(env, "ASYNCDIFF_WORKER_IMAGE_PULL_POLICY")
     if policy is not None and policy not in ("Always", "IfNotPresent", "Never"):
@@ -172,6 +180,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     return OperatorSettings(
         reconcile_interval=reconcile_interval,
         stall_seconds=stall_seconds,
+        progress_interval=progress_interval,
+        pending_timeout=pending_timeout,
         worker_image=image,
         worker_image_pull_policy=policy,  # type: ignore[arg-type]  # checked against PullPolicy above
         worker=worker,

@@ -6,8 +6,12 @@ run policy, observation, clock) is unit-tested without a cluster and gives the s
 
 The policy, in order:
 - Terminal phases (Succeeded, Failed) are absorbing: nothing is created again.
-- ``suspend``: the current attempt's Job is deleted (GPUs released) and the phase is Suspended; resuming creates a
-  new attempt, which does not count as a failure, and restarts the deadline clock (as batch/v1 Job does).
+- ``suspend``: like batch/v1 Job suspension, on the same child Job: its ``spec.suspend`` is set (the Job controller
+  deletes the pods, releasing the GPUs, without counting them as failures) and the phase is Suspended; resuming
+  sets it back on the same Job (no new attempt) and restarts the deadline clock (``startTime``), as the Job
+  controller does. A job created suspended gets its first Job created suspended. The child's ``spec.suspend`` is
+  only written when the CR's suspend changes, so a queue (Kueue) that suspends the child is not overridden; while
+  the child Job says Suspended the attempt waits (Pending, reason ChildSuspended).
 - Success of every pod wins over a deadline that expired in the same tick.
 - ``activeDeadlineSeconds`` (from ``startTime``): Failed, reason DeadlineExceeded, children deleted.
 - Disruptions (eviction, preemption: pod reason Evicted/Preempted or a ``DisruptionTarget`` condition) never
@@ -15,9 +19,16 @@ The policy, in order:
 - Stall: a running attempt whose progress stalls (``ts - lastProgressTs`` of the last progress line, or no line at
   all, for longer than the window) is failed with reason Stalled, its Job deleted, and retried like an
   infrastructure failure.
+- A Pending pod's own reason (scheduling failure, mount failure, image pull failure, from its conditions, container
+  states or Warning events) is the Running condition's reason, with an Event when it changes; an attempt with a pod
+  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none).
 - Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
   backoffLimit``.
 - A child Job that vanished while the CR is active is re-created under the same attempt name.
+- The child Job's own status is authoritative when no pod is left to inspect (a pod deleted, evicted and removed,
+  or garbage-collected): a Failed Job is a failed attempt (a disruption when the Job says a ``DisruptionTarget``
+  failed it, else an infrastructure failure, reason ChildJobFailed, retried under the policy); a Complete one
+  succeeded (outputs: the result manifest at its fixed place, ``status.manifest``).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from asyncdiff_operator import reasons
 from asyncdiff_operator.api import RunPolicy
 
 DEFAULT_STALL_SECONDS = 600.0
+DEFAULT_PENDING_TIMEOUT = 600.0
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -59,9 +71,15 @@ class Observation:
     event: dict[str, Any] | None = None  # the last progress line of rank 0's pod
     job_found: bool = True  # False: the child Job does not exist
     job_failed: bool = False  # the child Job has its Failed condition
+    job_reason: str = ""  # the reason of the child Job's Failed condition (BackoffLimitExceeded, ...)
+    job_complete: bool = False  # the child Job is Complete but no pod is left (outputs unknown)
+    job_suspended: bool = False  # the child Job has its Suspended condition (by us or a queue such as Kueue)
     disrupted: bool = False  # a pod was evicted or preempted (DisruptionTarget)
     running_since: float | None = None  # when rank 0's container started (Unix time)
     active: int = 0  # pods not yet finished
+    pending_reason: str = ""  # why a pod of the attempt is Pending: Unschedulable, FailedMount, ImagePullBackOff...
+    pending_message: str = ""  # the pod's own message for it (condition, container state or Warning event)
+    pending_since: float | None = None  # creation time of the attempt's oldest Pending pod (Unix time)
 
 
 @dataclass
@@ -71,6 +89,7 @@ class Decision:
     delete_attempt: int | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type Normal/Warning, reason, message)
     retried: str | None = None  # the reason of a retry, for metrics
+    suspend_child: bool | None = None  # set the current attempt's Job spec.suspend to this (None: leave it)
 
 
 def set_condition(
@@ -140,11 +159,14 @@ class _Ctx:
 
 
 def _new_attempt(ctx: _Ctx, out: dict[str, Any], why: str) -> Decision:
+    """A new attempt: Pending, and every condition about the previous attempt's pods replaced (Running is False
+    until this attempt's pods run). Its events are posted only by the reconcile that really creates the Job."""
     attempt = ctx.attempts + 1
     out.update(phase=reasons.PENDING, attempts=attempt)
     ctx.cond(reasons.COND_CREATED, True, reasons.JOB_CREATED, f"attempt {attempt} created ({why})")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {attempt}: waiting for its pods")
     out["conditions"] = ctx.conds
-    return Decision(out, create_attempt=attempt)
+    return Decision(out, create_attempt=attempt, events=[("Normal", reasons.JOB_CREATED, f"attempt {attempt} created")])
 
 
 def _finish_failed(ctx: _Ctx, out: dict[str, Any], reason: str, message: str, obs: Observation) -> Decision:
@@ -167,7 +189,6 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
     failed = ctx.failed + 1
     out["failedAttempts"] = failed
     if not user_error and failed <= policy.backoff_limit:
-        ctx.cond(reasons.COND_RUNNING, False, reasons.RETRYING, f"attempt {ctx.attempts}: {reason}: {msg}")
         decision = _new_attempt(ctx, out, f"retry after {reason}")
         decision.delete_attempt = ctx.attempts if obs.active or reason == reasons.STALLED else None
         decision.events.append(("Warning", reasons.RETRYING, f"attempt {ctx.attempts} failed ({reason}): {msg}"))
@@ -175,6 +196,31 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
         return decision
     final = reason if user_error else reasons.BACKOFF_LIMIT_EXCEEDED
     return _finish_failed(ctx, out, final, f"{reason}: {msg}" if final != reason else msg, obs)
+
+
+def _pending(ctx: _Ctx, out: dict[str, Any], obs: Observation, timeout: float) -> Decision:
+    """An attempt with a Pending pod: its reason in the Running condition (and an Event when the reason changes);
+    failed with that reason once it has waited longer than ``timeout`` (retrying would wait the same way)."""
+    waited = ctx.now - (obs.pending_since or ctx.now)
+    reason, detail = obs.pending_reason, obs.pending_message
+    if waited > timeout:
+        final = reason or reasons.PENDING_TIMEOUT
+        message = f"attempt {ctx.attempts}: a pod was Pending for {waited:.0f} s (pending timeout {timeout:.0f} s)"
+        if detail:
+            message += f": {detail}"
+        out["lastFailure"] = {"reason": final, "message": message[:2048], "attempt": ctx.attempts}
+        return _finish_failed(ctx, out, final, message, obs)
+    if not reason:
+        return Decision(out)
+    before = next((c for c in ctx.conds if c.get("type") == reasons.COND_RUNNING), None)
+    ctx.cond(reasons.COND_RUNNING, False, reason, detail)
+    after = next(c for c in ctx.conds if c.get("type") == reasons.COND_RUNNING)
+    if before is None or (before.get("reason"), before.get("message")) != (after["reason"], after["message"]):
+        out.update(phase=reasons.PENDING, conditions=ctx.conds)
+    events = []
+    if before is None or before.get("reason") != reason:
+        events.append(("Warning", reason, f"attempt {ctx.attempts}: {detail}"[:1024]))
+    return Decision(out, events=events)
 
 
 def decide(
@@ -185,6 +231,7 @@ def decide(
     *,
     now: float | None = None,
     stall_seconds: float = DEFAULT_STALL_SECONDS,
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
 ) -> Decision:
     """Next status (a patch of ``status``) and the children to create or delete."""
     phase = status.get("phase")
@@ -199,15 +246,25 @@ def decide(
         ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
         ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
         out["conditions"] = ctx.conds
-        msg = "suspended: pods deleted" if ctx.attempts else "created suspended"
-        return Decision(out, delete_attempt=ctx.attempts or None, events=[("Normal", reasons.SUSPENDED_REASON, msg)])
-    if phase == reasons.SUSPENDED or ctx.attempts == 0:
-        out["startTime"] = now_iso(ctx.now)
-        if phase == reasons.SUSPENDED:
-            ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
-        decision = _new_attempt(ctx, out, "resumed" if phase == reasons.SUSPENDED else "new job")
-        decision.events.append(("Normal", reasons.JOB_CREATED, f"attempt {decision.create_attempt} created"))
+        if ctx.attempts == 0:  # the attempt's Job is created suspended: no pod until resumed
+            out["attempts"] = 1
+            decision = Decision(out, create_attempt=1, suspend_child=True)
+        else:  # the same Job, suspended: the Job controller deletes its pods (GPUs released)
+            decision = Decision(out, suspend_child=True)
+        decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
         return decision
+    if ctx.attempts == 0:
+        out["startTime"] = now_iso(ctx.now)
+        if phase == reasons.SUSPENDED:  # suspended at creation by an operator that created no Job then
+            ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+        return _new_attempt(ctx, out, "new job")
+    if phase == reasons.SUSPENDED:  # resume the same Job; the deadline counts from now, as for batch/v1 Jobs
+        out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
+        ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+        ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
+        out["conditions"] = ctx.conds
+        resumed = ("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")
+        return Decision(out, suspend_child=False, events=[resumed])
     progress = progress_of(obs.event)
     if progress is not None and progress != status.get("progress"):
         out["progress"] = progress
@@ -222,6 +279,11 @@ def decide(
         ctx.cond(reasons.COND_SUCCEEDED, True, reasons.JOB_SUCCEEDED, "")
         out["conditions"] = ctx.conds
         return Decision(out, events=[("Normal", reasons.JOB_SUCCEEDED, f"attempt {ctx.attempts} succeeded")])
+    if obs.job_suspended:  # not by us (we only suspend with the CR): a queue such as Kueue holds it; no deadline
+        ctx.cond(reasons.COND_RUNNING, False, reasons.CHILD_SUSPENDED, f"attempt {ctx.attempts}: the Job is suspended")
+        if phase != reasons.PENDING or ctx.conds != ctx.status.get("conditions"):
+            out.update(phase=reasons.PENDING, conditions=ctx.conds)
+        return Decision(out)
     start = parse_iso(status.get("startTime"))
     deadline = policy.active_deadline_seconds
     if deadline is not None and start is not None and ctx.now - start >= deadline:
@@ -229,6 +291,9 @@ def decide(
         out["lastFailure"] = {"reason": reasons.DEADLINE_EXCEEDED, "message": msg, "attempt": ctx.attempts}
         return _finish_failed(ctx, out, reasons.DEADLINE_EXCEEDED, msg, obs)
     if not obs.job_found:
+        out["phase"] = reasons.PENDING
+        ctx.cond(reasons.COND_RUNNING, False, reasons.CHILD_MISSING, f"attempt {ctx.attempts}: Job re-created")
+        out["conditions"] = ctx.conds
         decision = Decision(out, create_attempt=ctx.attempts)
         decision.events.append(("Warning", reasons.CHILD_MISSING, f"Job of attempt {ctx.attempts} re-created"))
         return decision
@@ -244,9 +309,14 @@ def decide(
     if obs.exit_code is not None:
         code = obs.exit_code
         return _failure(ctx, out, obs, policy, reason_for(code), obs.message.strip() or f"worker exited {code}")
+    if obs.job_failed:  # the Job says it failed but no pod shows why (deleted, evicted and removed, collected)
+        message = obs.message or f"the child Job failed ({obs.job_reason or 'no reason given'})"
+        return _failure(ctx, out, obs, policy, reasons.CHILD_JOB_FAILED, message)
     stalled = stall_of(obs, ctx.now, stall_seconds)
     if stalled is not None:
         return _failure(ctx, out, obs, policy, reasons.STALLED, stalled)
+    if obs.pending_since is not None:  # a pod of the attempt is Pending (rank 0 may run while another waits)
+        return _pending(ctx, out, obs, pending_timeout)
     if obs.pod_phase == "Running" and phase != reasons.RUNNING:
         out["phase"] = reasons.RUNNING
         ctx.cond(reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"attempt {ctx.attempts} running")

@@ -175,7 +175,9 @@ def fetch(args: argparse.Namespace, out: TextIO) -> int:
     if status.get("phase") != reasons.SUCCEEDED or not status.get("manifest"):
         print(f"asyncdiff fetch: {args.name} has no result manifest (phase {status.get('phase')})", file=sys.stderr)
         return 1
-    storage = Storage.for_output(OutputSpec.model_validate(obj["spec"]["output"]))
+    # status.output: where the worker wrote, with the operator's S3 defaults (the chart's endpoint) filled in.
+    location = {**(obj.get("spec") or {}).get("output", {}), **(status.get("output") or {})}
+    storage = Storage.for_output(OutputSpec.model_validate(location))
     dest = Path(args.dir)
     dest.mkdir(parents=True, exist_ok=True)
     data = storage.get(status["manifest"])

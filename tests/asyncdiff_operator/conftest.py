@@ -174,6 +174,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         env = cluster.env(
             KUBECACHEDIR=str(root / "kcache"),
             ASYNCDIFF_RECONCILE_INTERVAL="0.5",
+            ASYNCDIFF_PROGRESS_INTERVAL="2",  # one log tail per running job every 2 s (default 10)
             ASYNCDIFF_METRICS_PORT=str(free_port()),
             ASYNCDIFF_LIVENESS=f"http://127.0.0.1:{free_port()}/healthz",
         )

@@ -60,9 +60,11 @@ def test_job_rendering() -> None:
         "asyncdiff.io/attempt": "2",
         "kueue.x-k8s.io/queue-name": "q",
     }
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["completions"] == 1
-    assert "completionMode" not in job["spec"]
-    rule = job["spec"]["podFailurePolicy"]["rules"][0]
+    # one prompt: one shard of an Indexed Job, retried per index; the Kueue label makes it start suspended
+    assert job["spec"]["completionMode"] == "Indexed" and "backoffLimit" not in job["spec"]
+    assert job["spec"]["completions"] == 1 and job["spec"]["parallelism"] == 1
+    assert job["spec"]["backoffLimitPerIndex"] == 1 and job["spec"]["suspend"] is True
+    rule = job["spec"]["podFailurePolicy"]["rules"][-1]
     assert rule["action"] == "Ignore" and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["nodeSelector"] == {"gpu": "h100"}
@@ -170,3 +172,23 @@ def test_status_schema_accepts_what_the_operator_writes() -> None:
     for decision in (first, failed):
         assert set(decision.status) <= set(props), set(decision.status) - set(props)
     assert reasons.FAILED in props["phase"]["enum"]
+
+
+def test_the_longest_allowed_name_gives_children_that_fit() -> None:
+    from asyncdiff_operator.children import MAX_NAME_LENGTH, child_name, name_problem, service_name
+
+    name = "n" * MAX_NAME_LENGTH
+    assert name_problem(name, 16) is None
+    assert len(f"{child_name(name, 9999)}-15") == 63 and len(service_name(name)) <= 63
+    assert "at most 47" in str(name_problem(name + "n", 1))
+    assert name_problem("my.job", 1) is None and "DNS label" in str(name_problem("my.job", 2))
+    assert "DNS label" in str(name_problem("1job", 2))
+
+
+def test_the_crd_leaves_unset_what_the_operator_defaults() -> None:
+    """An API server default for spec.output.forcePathStyle would look like the user's choice and hide the chart's
+    s3.forcePathStyle (the operator applies its default only to fields the job leaves unset)."""
+    from asyncdiff_operator.crd import spec_schema
+
+    output = spec_schema()["properties"]["output"]["properties"]
+    assert output["forcePathStyle"]["type"] == "boolean" and "default" not in output["forcePathStyle"]

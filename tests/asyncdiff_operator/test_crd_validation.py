@@ -178,3 +178,27 @@ def test_spec_is_immutable_once_started_except_suspend(api: E2E) -> None:
         assert info.value.status == 422 and "spec is immutable once the job has started" in info.value.body
     patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": {"runPolicy": {"suspend": True}}})
     assert api.get("started")["spec"]["runPolicy"]["suspend"] is True
+    # elastic: replicas may change while the job runs (the child Job's parallelism follows); modelN may not
+    patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": {"parallelism": {"replicas": 3}}})
+    assert api.get("started")["spec"]["parallelism"]["replicas"] == 3
+    for change in ({"parallelism": {"modelN": 3}}, {"parallelism": {"stride": 2}}, {"generation": {"prompts": ["b"]}}):
+        with pytest.raises(ApiException) as info:
+            patch("asyncdiff.io", "v1alpha1", "default", "asyncdiffjobs", "started", {"spec": change})
+        assert info.value.status == 422 and "spec is immutable once the job has started" in info.value.body
+
+
+def test_a_name_too_long_for_the_children_is_refused_at_apply_time(api: E2E) -> None:
+    """The operator names children ``<name>-attempt-<n>``; Kubernetes refuses names over 63 characters, so the CRD
+    refuses a CR name whose children could not exist (instead of a job that loops on 422 forever)."""
+    from asyncdiff_operator.children import MAX_NAME_LENGTH
+
+    longest = "a" * MAX_NAME_LENGTH
+    create(api, base(longest))
+    too_long = base("a" * (MAX_NAME_LENGTH + 1))
+    out = api.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(too_long), check=False)
+    assert f"metadata.name may be at most {MAX_NAME_LENGTH} characters" in out, out
+    dotted = set_path(base("multi.node"), "runPolicy", {"numNodes": 2, "gpusPerNode": 1})
+    with pytest.raises(ApiException) as info:
+        create(api, dotted)
+    assert info.value.status == 422 and "must be a DNS label" in info.value.body
+    create(api, set_path(base("single.node"), "runPolicy", {"numNodes": 1}))  # a dot is fine for one pod

@@ -70,7 +70,9 @@ def test_multi_node_job_survives_an_operator_restart(e2e: E2E, tiny_model: Path)
     assert all(p.status.phase == "Succeeded" for p in e2e.pods("tiny-mn"))
 
 
-def test_suspend_releases_the_pods_and_resume_finishes(e2e: E2E, tiny_model: Path) -> None:
+def test_suspend_releases_the_pods_and_resume_finishes_on_the_same_job(e2e: E2E, tiny_model: Path) -> None:
+    """Suspend like Kubernetes: the child Job is kept with spec.suspend true (its controller deletes the pods, GPUs
+    released, no failure counted); resuming sets it back on the same Job, which finishes as attempt 1."""
     out = e2e.root / "results-sr"
     job = job_manifest("tiny-sr", tiny_model.as_uri(), out)
     e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job))
@@ -78,8 +80,14 @@ def test_suspend_releases_the_pods_and_resume_finishes(e2e: E2E, tiny_model: Pat
     e2e.kubectl("patch", "adj/tiny-sr", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":true}}}')
     status = e2e.wait_phase("tiny-sr", "Suspended", 20)
     assert {c["type"]: c["status"] for c in status["conditions"]}["Suspended"] == "True"
-    e2e.wait(lambda: not e2e.jobs("tiny-sr") and not e2e.pods("tiny-sr"), 30, "children of a suspended job")
+    e2e.wait(lambda: not e2e.pods("tiny-sr"), 30, "pods of a suspended job deleted")
+    child = e2e.batch.read_namespaced_job("tiny-sr-attempt-1", "default")
+    assert child.spec.suspend is True
+    assert any(c.type == "Suspended" and c.status == "True" for c in child.status.conditions or [])
     e2e.kubectl("patch", "adj/tiny-sr", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":false}}}')
     status = e2e.wait_phase("tiny-sr", "Succeeded", 120)
-    assert status["attempts"] == 2 and not status.get("failedAttempts"), status
-    assert e2e.jobs("tiny-sr") == ["tiny-sr-attempt-2"]
+    assert status["attempts"] == 1 and not status.get("failedAttempts"), status
+    assert e2e.jobs("tiny-sr") == ["tiny-sr-attempt-1"]
+    assert e2e.batch.read_namespaced_job("tiny-sr-attempt-1", "default").spec.suspend is False
+    events = e2e.kubectl("get", "events", "--field-selector", "involvedObject.name=tiny-sr")
+    assert "JobSuspended" in events and "JobResumed" in events

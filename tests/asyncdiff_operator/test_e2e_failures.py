@@ -51,11 +51,12 @@ def processes_of(pod_names: list[str]) -> list[str]:
 def test_a_crash_is_retried_then_fails_after_backoff_limit(e2e: E2E) -> None:
     apply(e2e, "crash", [{"name": "PYTHONHOME", "value": "/nonexistent"}], backoffLimit=1)
     status = e2e.wait_phase("crash", "Failed", 60)
-    assert status["attempts"] == 2 and status["failedAttempts"] == 2, status
+    # one Indexed Job: its one shard was retried by the Job controller (backoffLimitPerIndex 1), not a new attempt
+    assert status["attempts"] == 1 and status["failedAttempts"] == 2, status
     assert status["lastFailure"]["reason"] == "Crashed" and status["lastFailure"]["exitCode"] == 1
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
     assert failed["reason"] == "BackoffLimitExceeded"
-    assert e2e.jobs("crash") == ["crash-attempt-1", "crash-attempt-2"]
+    assert e2e.jobs("crash") == ["crash-attempt-1"]
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{e2e.env['ASYNCDIFF_METRICS_PORT']}/metrics").read().decode()
     assert 'asyncdiff_job_retries_total{reason="Crashed"} 1.0' in metrics
     assert 'asyncdiff_jobs{phase="Failed"}' in metrics and "asyncdiff_child_create_seconds_count" in metrics
@@ -81,7 +82,11 @@ def test_a_stalled_worker_is_failed_and_retried(e2e: E2E, hang_dir: Path) -> Non
     env = [{"name": "PYTHONPATH", "value": str(hang_dir)}]
     apply(e2e, "stall", env, backoffLimit=1, stallTimeoutSeconds=2)
     status = e2e.wait_phase("stall", "Failed", 60)
-    assert status["attempts"] == 2 and status["lastFailure"]["reason"] == "Stalled", status
+    # the stalled pod is deleted and replaced within the same Job; the second stall exceeds backoffLimit 1. The fake
+    # hang dies of SIGTERM (143: counted by the Job controller, so its shard may run out of retries first); a real
+    # worker exits 24 (Interrupted), which the podFailurePolicy ignores, and only the operator counts the stall.
+    assert status["attempts"] == 1 and status["lastFailure"]["reason"] in ("Stalled", "Crashed"), status
+    assert status["stalls"] >= 1, status
     assert {c["type"]: c for c in status["conditions"]}["Failed"]["reason"] == "BackoffLimitExceeded"
     e2e.wait(lambda: not e2e.jobs("stall"), 30, "stalled attempts deleted")
 

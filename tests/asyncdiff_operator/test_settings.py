@@ -35,6 +35,7 @@ CHART_DEFAULT_ENV = {
     "ASYNCDIFF_S3_CREDENTIALS_SECRET": "",
     "ASYNCDIFF_RECONCILE_INTERVAL": "1.0",
     "ASYNCDIFF_STALL_SECONDS": "600",
+    "ASYNCDIFF_PENDING_TIMEOUT_SECONDS": "600",
 }
 """What the chart's deployment.yaml sets with its default values."""
 
@@ -94,6 +95,10 @@ def test_empty_environment_is_the_built_in_defaults() -> None:
     settings = from_env({})
     assert settings == OperatorSettings()
     assert settings.reconcile_interval == 1.0 and settings.stall_seconds == 600.0
+    assert (
+        settings.pending_timeout == 600.0
+        and from_env({"ASYNCDIFF_PENDING_TIMEOUT_SECONDS": "30"}).pending_timeout == 30
+    )
     assert settings.worker_image is None and settings.worker_image_pull_policy is None
     assert settings.s3.endpoint_url is None and settings.s3.force_path_style is False
 
@@ -137,6 +142,7 @@ def test_force_path_style_spellings(text: str, expected: bool) -> None:
         ({"ASYNCDIFF_S3_REGION": "EU West"}, "ASYNCDIFF_S3_REGION"),
         ({"ASYNCDIFF_RECONCILE_INTERVAL": "fast"}, "ASYNCDIFF_RECONCILE_INTERVAL='fast': not a number"),
         ({"ASYNCDIFF_STALL_SECONDS": "-1"}, "ASYNCDIFF_STALL_SECONDS"),
+        ({"ASYNCDIFF_PENDING_TIMEOUT_SECONDS": "0"}, "ASYNCDIFF_PENDING_TIMEOUT_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], match: str) -> None:

@@ -87,3 +87,41 @@ def test_demo_runs_the_full_chain(tmp_path: Path) -> None:
     assert "tiny-sd-cluster: Succeeded" in result.stdout
     assert "2 outputs and manifest.json in" in result.stdout
     assert len(list((tmp_path / "cluster-outputs").glob("*.png"))) == 2
+
+
+def test_fetch_reads_from_the_location_recorded_in_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 endpoint may come from the operator's defaults (the chart), not spec.output: fetch uses status.output.
+    spec.output alone names no endpoint (AWS, unreachable here); status.output names the embedded S3 server."""
+    import json
+
+    from asyncdiff_worker.embedded_s3 import TEST_CREDENTIALS, start_embedded_s3
+
+    for key, value in TEST_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    s3 = start_embedded_s3()
+    try:
+        client = s3.client()
+        client.create_bucket(Bucket="results")
+        client.put_object(Bucket="results", Key="p/j/outputs/0-p0.png", Body=b"png")
+        manifest = {"outputs": [{"uri": "s3://results/p/j/outputs/0-p0.png"}]}
+        client.put_object(Bucket="results", Key="p/j/manifest.json", Body=json.dumps(manifest).encode())
+        obj = {
+            "metadata": {"name": "j"},
+            "spec": {"output": {"uri": "s3://results/p", "format": "png"}},
+            "status": {
+                "phase": "Succeeded",
+                "manifest": "s3://results/p/j/manifest.json",
+                "output": {"uri": "s3://results/p", "endpointUrl": s3.endpoint_url, "forcePathStyle": True},
+            },
+        }
+
+        class Api:
+            def get_namespaced_custom_object(self, *_: object) -> dict[str, object]:
+                return obj
+
+        monkeypatch.setattr(usercli, "_api", lambda kubeconfig: Api())
+        out = io.StringIO()
+        assert usercli.main(["fetch", "j", str(tmp_path / "dl"), "-n", "default"], out) == 0, out.getvalue()
+        assert (tmp_path / "dl" / "0-p0.png").read_bytes() == b"png"
+    finally:
+        s3.stop()

@@ -84,6 +84,7 @@ def test_deployment_defaults() -> None:
     assert env["ASYNCDIFF_WORKER_IMAGE"] == "ghcr.io/asyncdiff/asyncdiff-worker:0.1.0"
     assert env["ASYNCDIFF_METRICS_PORT"] == "9090"
     assert env["ASYNCDIFF_STALL_SECONDS"] == "600" and env["ASYNCDIFF_LOG_FORMAT"] == "json"
+    assert env["ASYNCDIFF_PENDING_TIMEOUT_SECONDS"] == "600"
     assert container["image"] == "ghcr.io/asyncdiff/asyncdiff-operator:0.1.0"
     labels = deployment["metadata"]["labels"]
     for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version"):

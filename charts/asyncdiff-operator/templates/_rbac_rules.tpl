@@ -5,22 +5,26 @@
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "delete"]
-# kube.create_if_absent, read_job, delete_children: the Job
+# kube.create_if_absent, read_job, delete_children: the Job; shard_reconcile.patch_parallelism: replicas; kube.set_suspend: suspend/resume; handlers.child_jobs: the kopf index (one watch) of child Jobs
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "delete", "get"]
+  verbs: ["create", "delete", "get", "list", "patch", "watch"]
 # kube.create_if_absent: the headless Service of a multi-node job
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create"]
-# kube.observe: the attempt's pods by label selector
+# kube.observe, shard_kube: the attempt's (one shard's) pods by label selector; shard_reconcile.delete_pod: a stalled shard's pod
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["delete", "list"]
 # kube.last_event: progress lines from rank 0's log tail
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# kube.pending_info: a Pending pod's Warning events (FailedMount, ...)
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 # kopf handlers (watch, finalizer), kube.delete_cr (TTL)
 - apiGroups: ["asyncdiff.io"]
   resources: ["asyncdiffjobs"]

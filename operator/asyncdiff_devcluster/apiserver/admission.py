@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,25 @@ def _validate_pod_spec(spec: dict[str, Any], prefix: str) -> list[FieldError]:
     return errors
 
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def label_value_errors(labels: dict[str, Any], path: str) -> list[FieldError]:
+    """apimachinery's ValidateLabels for the values: at most 63 characters of [-A-Za-z0-9_.], alphanumeric ends."""
+    errors: list[FieldError] = []
+    for value in labels.values():
+        text = str(value)
+        if len(text) > 63:
+            errors.append(FieldError("FieldValueInvalid", path, "must be no more than 63 characters", text))
+        elif not _LABEL_VALUE.match(text):
+            detail = (
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+                "and must start and end with an alphanumeric character"
+            )
+            errors.append(FieldError("FieldValueInvalid", path, detail, text))
+    return errors
+
+
 def _pod_create(api: Api, rt: ResourceType, obj: dict[str, Any]) -> None:
     spec = obj.setdefault("spec", {})
     errors = _validate_pod_spec(spec, "spec")
@@ -178,6 +198,7 @@ def _job_create(api: Api, rt: ResourceType, obj: dict[str, Any]) -> None:
             labels[key] = name
         spec["selector"] = {"matchLabels": {JOB_UID_LABELS[0]: uid}}
     tspec = template.setdefault("spec", {})
+    errors += label_value_errors(labels, "spec.template.labels")  # e.g. a Job name over 63 characters
     errors += _validate_pod_spec(tspec, "spec.template.spec")
     if tspec.get("restartPolicy") not in ("OnFailure", "Never"):
         errors.append(

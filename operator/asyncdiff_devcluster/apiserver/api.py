@@ -83,6 +83,7 @@ class Api:
         self.resources = resources
         self.cluster_ips: set[str] = set()
         self.crd_hooks: list[Any] = []  # callables(crd_obj, deleted: bool) -> None, run after CRD writes
+        self._event_names: dict[tuple[Any, ...], str] = {}  # record_event's correlation key -> Event name
 
     # ------------------------------------------------------------------ helpers
 
@@ -612,9 +613,22 @@ class Api:
         type_: str = "Normal",
         component: str = "devcluster",
     ) -> None:
-        """Create a core/v1 Event about ``involved`` (best effort, as in client-go's recorder)."""
+        """Create a core/v1 Event about ``involved`` (best effort, as in client-go's recorder). Like client-go's
+        EventCorrelator, the same event again (same object, reason, message, type and source) increments the
+        existing Event's ``count`` and ``lastTimestamp`` instead of adding one more (``kubectl describe`` then
+        shows ``(x4 over 12s)``)."""
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace") or "default"
+        key = (namespace, meta.get("uid") or meta.get("name"), reason, message, type_, component)
+        seen = self._event_names
+        existing = self.store.get(("", "events"), namespace, seen[key]) if key in seen else None
+        if existing is not None:
+            fresh = copy.deepcopy(existing)
+            fresh["count"] = int(fresh.get("count") or 1) + 1
+            fresh["lastTimestamp"] = now_rfc3339()
+            with contextlib.suppress(ApiError):
+                self.update(self.rt("v1", "events"), namespace, existing["metadata"]["name"], fresh)
+                return
         body = {
             "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
             "involvedObject": {
@@ -634,7 +648,8 @@ class Api:
             "count": 1,
         }
         with contextlib.suppress(ApiError):
-            self.create(self.rt("v1", "events"), namespace, body)
+            created = self.create(self.rt("v1", "events"), namespace, body).obj
+            seen[key] = created["metadata"]["name"]
 
 
 def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -96,6 +97,30 @@ def _int(value: str | None) -> int | None:
         raise bad_request(f"invalid integer {value!r}") from None
 
 
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _request_key(request: web.Request, t: Target) -> tuple[str, str, str, str, str]:
+    """(client, verb, group, resource, subresource) of one request; the client is the User-Agent's first product
+    token (``kopf``, ``kubectl``, ``OpenAPI-Generator``...), as the API server's audit log records it."""
+    agent = request.headers.get("User-Agent", "").split(" ", 1)[0].split("/", 1)[0] or "unknown"
+    if request.method == "GET":
+        verb = "get" if t.name is not None else ("watch" if _truthy(request.query.get("watch")) else "list")
+    else:
+        verb = _VERBS.get(request.method, request.method.lower())
+    return agent, verb, t.rt.group, t.rt.plural, t.subresource or ""
+
+
+def request_metrics(counts: Counter[tuple[str, str, str, str, str]]) -> str:
+    """``apiserver_request_total`` in the Prometheus text format (real API servers label it by verb, group,
+    resource and subresource; ``client`` is this emulator's addition, so tests can attribute calls)."""
+    lines = ["# TYPE apiserver_request_total counter"]
+    for (client, verb, group, resource, sub), n in sorted(counts.items()):
+        labels = f'client="{client}",verb="{verb}",group="{group}",resource="{resource}",subresource="{sub}"'
+        lines.append(f"apiserver_request_total{{{labels}}} {n}")
+    return "\n".join(lines) + "\n"
+
+
 class HttpFrontend:
     """Translates HTTP requests to ``Api`` calls. ``server_address`` is used by /api discovery."""
 
@@ -105,6 +130,8 @@ class HttpFrontend:
         self.bookmark_interval = bookmark_interval
         self.server_address = "127.0.0.1:0"
         self.stopping = asyncio.Event()
+        self.requests: Counter[tuple[str, str, str, str, str]] = Counter()
+        """Resource requests served, by (client, verb, group, resource, subresource): ``GET /metrics``."""
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -131,6 +158,8 @@ class HttpFrontend:
             return web.Response(text="ok")
         if path == "/version":
             return _json(discovery.SERVER_VERSION)
+        if path == "/metrics":
+            return web.Response(text=request_metrics(self.requests), content_type="text/plain")
         if parts[:1] == ["openapi"]:
             return self._openapi(request, parts[1:])
         if path == "/api":
@@ -154,6 +183,7 @@ class HttpFrontend:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return _json(listing)
         target = self._resolve(group, version, rest)
+        self.requests[_request_key(request, target)] += 1
         if method == "GET":
             return await self._get(request, target)
         if method == "POST":

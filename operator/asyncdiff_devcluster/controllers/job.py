@@ -11,10 +11,16 @@ and the operator's status sync has nothing to read. Implemented, following kube-
 * ``backoffLimit`` (container restarts count for ``restartPolicy: OnFailure``), ``backoffLimitPerIndex``
   with ``maxFailedIndexes``, an exponential delay before replacements (``backoff_base``, default 1 s,
   versus 10 s in Kubernetes), ``activeDeadlineSeconds``, ``suspend``, ``podReplacementPolicy``;
+* a lowered ``parallelism`` deletes the excess active pods, least advanced first (pending, then the most recently
+  started), as kube-controller-manager's ActivePods ranking does;
 * ``podFailurePolicy`` rules ``FailJob``/``Ignore``/``Count``/``FailIndex`` on exit codes and on Pod
   conditions (e.g. ``DisruptionTarget`` set by the eviction API);
 * status counters, ``completedIndexes``/``failedIndexes``, ``startTime``/``completionTime`` and the
   ``Suspended``, ``FailureTarget``/``Failed``, ``SuccessCriteriaMet``/``Complete`` conditions;
+* suspension as in Kubernetes (KEP-2232): ``spec.suspend`` deletes the active pods (their tracking finalizer
+  removed first, so they never count as failed), sets ``Suspended=True`` (event ``Suspended``), stops the
+  ``activeDeadlineSeconds`` clock; resuming sets ``Suspended=False`` reason ``JobResumed`` (event ``Resumed``) and
+  resets ``startTime`` to now; a Job created suspended gets no ``startTime`` until resumed;
 * ``ttlSecondsAfterFinished`` (the TTL-after-finished controller), with background propagation.
 
 Not implemented: ``successPolicy``, ``managedBy`` hand-off, pod ``ready``-based ``status.ready`` nuances.
@@ -73,6 +79,14 @@ def _index(pod: dict[str, Any]) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _removal_rank(pod: dict[str, Any]) -> tuple[int, float]:
+    """Which active pod a scale-down deletes first: not running before running, then the newest."""
+    status = pod.get("status") or {}
+    running = status.get("phase") == "Running"
+    started = parse_time(status.get("startTime")) or parse_time(pod["metadata"].get("creationTimestamp")) or 0.0
+    return (1 if running else 0, -started)
 
 
 def _cond_true(status: dict[str, Any], ctype: str) -> bool:
@@ -250,7 +264,10 @@ class JobController(Controller):
         failed = int(status.get("failed", 0))
         requeue: float | None = None
 
-        # 2. decide the outcome
+        # 2. decide the outcome (a Job being resumed restarts its activeDeadlineSeconds clock first: the docs'
+        # "stopped and reset when the Job is resumed"; startTime is reset to now)
+        if not finished and not spec.get("suspend") and _cond_true(status, "Suspended"):
+            status["startTime"] = now_rfc3339()
         if not finished and not _cond_true(status, "FailureTarget") and not _cond_true(status, "SuccessCriteriaMet"):
             restarts = 0
             if (spec.get("template") or {}).get("spec", {}).get("restartPolicy") == "OnFailure":
@@ -326,10 +343,12 @@ class JobController(Controller):
             active, creating = [], False
         elif spec.get("suspend"):
             for pod in active:
+                # kube-controller-manager's deleteJobPods: the tracking finalizer goes first, so a pod deleted
+                # because the Job is suspended is never counted as failed.
+                self._drop_tracking(pod)
                 self.delete_pod(pod)
             active = []
             if set_condition(status, "Suspended", "True", "JobSuspended", "Job suspended"):
-                status.pop("startTime", None)
                 self.api.record_event(self._ref(job), "Suspended", "Job suspended", component="job-controller")
             creating = False
         else:
@@ -339,13 +358,23 @@ class JobController(Controller):
             status.setdefault("startTime", now_rfc3339())
             creating = True
 
-        # 3. create missing pods
+        # 3. scale down (parallelism lowered while running): delete the excess active pods, least advanced first
+        # (kube-controller-manager's ActivePods ranking: pending before running, then the most recently started)
+        if creating and len(active) > parallelism:
+            ranked = sorted(active, key=_removal_rank)
+            for pod in ranked[: len(active) - parallelism]:
+                self.delete_pod(pod)
+            active = ranked[len(active) - parallelism :]
+        # 4. create missing pods
         if creating:
             delay = self._backoff_left(uid, failed, now)
             if delay > 0:
                 requeue = delay if requeue is None else min(requeue, delay)
             else:
-                replace_terminating = spec.get("podReplacementPolicy", "TerminatingOrFailed") != "Failed"
+                # the default is Failed when a podFailurePolicy is set (the only value allowed then), else
+                # TerminatingOrFailed: a pod stopping is not replaced before it has failed
+                default_policy = "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+                replace_terminating = spec.get("podReplacementPolicy", default_policy) != "Failed"
                 busy = len(active) + (0 if replace_terminating else len(terminating))
                 if indexed:
                     taken = {_index(p) for p in active} | (
@@ -365,7 +394,7 @@ class JobController(Controller):
                     for _ in range(max(0, want - busy)):
                         active.append(self._create_pod(job, None))
 
-        # 4. write status, then release counted pods
+        # 5. write status, then release counted pods
         status["active"] = len(active)
         status["terminating"] = len(terminating)
         status["ready"] = sum(

@@ -2,7 +2,9 @@
 
 Why: ``nvidia.com/gpu`` requests must behave as on a real cluster: satisfied from the node's fake GPU
 count, and a Pod asking for more than is free stays ``Pending`` with ``PodScheduled=False,
-reason=Unschedulable`` (what an operator surfaces as "waiting for GPUs"). Node selectors are checked
+reason=Unschedulable`` and kube-scheduler's message (``0/1 nodes are available: 1 Insufficient nvidia.com/gpu.``),
+plus a Warning ``FailedScheduling`` Event from ``default-scheduler`` (what ``kubectl describe pod`` shows and
+an operator surfaces as "waiting for GPUs"). Node selectors are checked
 against the node's labels; affinity, taints and CPU/memory requests are not.
 """
 
@@ -19,6 +21,7 @@ from .base import Controller
 PODS: StorageKey = ("", "pods")
 NODES: StorageKey = ("", "nodes")
 GPU = "nvidia.com/gpu"
+SCHEDULER = "default-scheduler"
 
 
 def _quantity(value: Any) -> int:
@@ -143,6 +146,9 @@ class Scheduler(Controller):
         if reason:
             if set_condition(status, "PodScheduled", "False", reason, message):
                 self.api.update(rt, namespace, name, fresh, subresource="status")
+                if reason == "Unschedulable":  # kube-scheduler's event for every failed attempt (aggregated)
+                    ref = {"apiVersion": "v1", "kind": "Pod", "metadata": pod["metadata"]}
+                    self.api.record_event(ref, "FailedScheduling", message, type_="Warning", component=SCHEDULER)
             return None
         if set_condition(status, "PodScheduled", "True"):
             self.api.update(rt, namespace, name, fresh, subresource="status")

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncdiff_devcluster.kubelet")
 PODS = ("", "pods")
 MAX_MESSAGE = 4096
+MOUNT_EVENT_EVERY = 5
+"""A failing volume mount is retried every second; its FailedMount event is posted again every this many tries."""
 
 
 @dataclass
@@ -220,19 +222,22 @@ class PodWorker:
     async def _lifecycle(self) -> None:
         self.publish()
         lookup = Lookup(self.kubelet.api.store.get, self.namespace)
+        tries = 0
         while not self.terminating.is_set():
             try:
                 self.volumes = materialize(self.pod, self.dir, lookup, self.kubelet.state_dir)
                 break
             except VolumeError as exc:
+                # As a kubelet: the containers wait in ContainerCreating (no message there); the reason is only
+                # in the FailedMount Warning Event, repeated while it lasts (aggregated into one with a count).
                 for run in self.init + self.main:
-                    run.state = {
-                        "waiting": {
-                            "reason": "ContainerCreating",
-                            "message": f"MountVolume.SetUp failed: {exc}",
-                        }
-                    }
+                    run.state = {"waiting": {"reason": "ContainerCreating"}}
                 self.publish()
+                if tries % MOUNT_EVENT_EVERY == 0:
+                    message = f'MountVolume.SetUp failed for volume "{exc.volume}" : {exc}'
+                    ref = {"apiVersion": "v1", "kind": "Pod", "metadata": self.pod["metadata"]}
+                    self.kubelet.api.record_event(ref, "FailedMount", message, type_="Warning", component="kubelet")
+                tries += 1
                 await self._wait_or_stop(1.0)
         deadline_task = None
         deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")

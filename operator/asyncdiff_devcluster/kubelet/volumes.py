@@ -29,7 +29,11 @@ from .env import EnvError, field_value, resource_value
 
 
 class VolumeError(Exception):
-    """A volume source is missing (a ConfigMap or Secret that does not exist yet)."""
+    """A volume source is missing (a ConfigMap or Secret that does not exist yet); ``volume`` names the volume."""
+
+    def __init__(self, message: str, volume: str = "") -> None:
+        super().__init__(message)
+        self.volume = volume
 
 
 def _write(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -94,7 +98,8 @@ def _downward(target: Path, source: Mapping[str, Any], pod: Mapping[str, Any], d
 
 
 def materialize(pod: Mapping[str, Any], pod_dir: Path, lookup: Lookup, state_dir: Path) -> dict[str, Path]:
-    """Create every volume of ``pod``; returns volume name -> local folder."""
+    """Create every volume of ``pod``; returns volume name -> local folder. A missing source raises VolumeError
+    naming the volume."""
     out: dict[str, Path] = {}
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         name = volume["name"]
@@ -119,7 +124,7 @@ def materialize(pod: Mapping[str, Any], pod_dir: Path, lookup: Lookup, state_dir
             if cm is None:
                 if src.get("optional"):
                     continue
-                raise VolumeError(f'configmap "{src.get("name")}" not found')
+                raise VolumeError(f'configmap "{src.get("name")}" not found', name)
             _project_keys(target, _configmap_data(cm), src.get("items"), src.get("defaultMode"))
         elif "secret" in volume:
             src = volume["secret"]
@@ -127,7 +132,7 @@ def materialize(pod: Mapping[str, Any], pod_dir: Path, lookup: Lookup, state_dir
             if secret is None:
                 if src.get("optional"):
                     continue
-                raise VolumeError(f'secret "{src.get("secretName")}" not found')
+                raise VolumeError(f'secret "{src.get("secretName")}" not found', name)
             _project_keys(target, _secret_data(secret), src.get("items"), src.get("defaultMode"))
         elif "downwardAPI" in volume:
             _downward(target, volume["downwardAPI"], pod, volume["downwardAPI"].get("defaultMode"))
@@ -137,13 +142,13 @@ def materialize(pod: Mapping[str, Any], pod_dir: Path, lookup: Lookup, state_dir
                 if "configMap" in source:
                     cm = lookup.configmap(source["configMap"].get("name", ""))
                     if cm is None and not source["configMap"].get("optional"):
-                        raise VolumeError(f'configmap "{source["configMap"].get("name")}" not found')
+                        raise VolumeError(f'configmap "{source["configMap"].get("name")}" not found', name)
                     if cm is not None:
                         _project_keys(target, _configmap_data(cm), source["configMap"].get("items"), mode)
                 elif "secret" in source:
                     secret = lookup.secret(source["secret"].get("name", ""))
                     if secret is None and not source["secret"].get("optional"):
-                        raise VolumeError(f'secret "{source["secret"].get("name")}" not found')
+                        raise VolumeError(f'secret "{source["secret"].get("name")}" not found', name)
                     if secret is not None:
                         _project_keys(target, _secret_data(secret), source["secret"].get("items"), mode)
                 elif "downwardAPI" in source:

@@ -179,3 +179,75 @@ def test_job_validation(batch: client.BatchV1Api, namespace: str) -> None:
     with pytest.raises(client.ApiException) as exc:
         batch.create_namespaced_job(namespace, job("bad", "pass", restart="Always"))
     assert exc.value.status == 422 and "spec.template.spec.restartPolicy" in exc.value.body
+
+
+def test_a_job_whose_name_does_not_fit_its_pod_label_is_invalid(batch: client.BatchV1Api, namespace: str) -> None:
+    """Like kube-apiserver: the Job name becomes the pods' ``batch.kubernetes.io/job-name`` label value (<= 63)."""
+    with pytest.raises(client.ApiException) as exc:
+        batch.create_namespaced_job(namespace, job("j" * 64, "pass"))
+    assert exc.value.status == 422
+    assert "spec.template.labels" in exc.value.body and "must be no more than 63 characters" in exc.value.body
+    batch.create_namespaced_job(namespace, job("j" * 63, "pass"))
+
+
+def test_suspend_like_kubernetes(batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str) -> None:
+    """KEP-2232: suspending deletes the pods without counting them as failed (even with backoffLimit 0 and a
+    podFailurePolicy), sets Suspended=True; resuming sets Suspended=False reason JobResumed, resets startTime (the
+    activeDeadlineSeconds clock restarts) and creates new pods; time suspended does not count."""
+    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+    spec = {"backoffLimit": 0, "podFailurePolicy": policy, "activeDeadlineSeconds": 4}
+    batch.create_namespaced_job(namespace, job("sus", "import time; time.sleep(60)", **spec))
+    first = wait_for(
+        lambda: next((p for p in job_pods(core, namespace, "sus") if p.status.phase == "Running"), None), 15
+    )
+    started = batch.read_namespaced_job_status("sus", namespace).status.start_time
+    batch.patch_namespaced_job("sus", namespace, {"spec": {"suspend": True}})
+    suspended = wait_for(lambda: condition(batch, namespace, "sus", "Suspended"), 15, message="Suspended")
+    assert suspended.reason == "JobSuspended"
+    wait_for(lambda: not job_pods(core, namespace, "sus"), 20, message="pods of a suspended Job deleted")
+    status = batch.read_namespaced_job_status("sus", namespace).status
+    assert not status.failed and not status.active and condition(batch, namespace, "sus", "Failed") is None
+    # Suspended for longer than activeDeadlineSeconds: it must not count.
+    wait_for(lambda: time.time() - started.timestamp() > 5, 10)
+    resumed_at = time.time()
+    batch.patch_namespaced_job("sus", namespace, {"spec": {"suspend": False}})
+    wait_for(
+        lambda: any(p.metadata.name != first.metadata.name for p in job_pods(core, namespace, "sus")),
+        15,
+        message="a new pod after resume",
+    )
+    status = batch.read_namespaced_job_status("sus", namespace).status
+    cond = next(c for c in status.conditions if c.type == "Suspended")
+    assert cond.status == "False" and cond.reason == "JobResumed"
+    assert status.start_time.timestamp() >= int(resumed_at) and not status.failed
+    failed = wait_for(lambda: condition(batch, namespace, "sus", "Failed"), 20, message="deadline after resume")
+    assert failed.reason == "DeadlineExceeded"
+    assert failed.last_transition_time.timestamp() - int(resumed_at) >= 3  # the deadline counted from the resume
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=sus").items
+    assert {"Suspended", "Resumed"} <= {e.reason for e in events}
+
+
+def test_lowering_parallelism_stops_the_newest_pods_and_an_ignored_exit_is_not_counted(
+    batch: client.BatchV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Elastic Indexed Jobs: parallelism 2 -> 1 deletes the most recently started pod (kube-controller-manager's
+    ActivePods ranking); its SIGTERM exit (24 here) matches an Ignore rule, so it is not counted, and with a
+    podFailurePolicy its index is replaced only once the pod has failed (podReplacementPolicy Failed)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(24))\n"
+        "time.sleep(2 + 2 * int(os.environ['JOB_COMPLETION_INDEX']))\n"
+        "time.sleep(4 if os.environ['JOB_COMPLETION_INDEX'] == '0' else 0)\n"
+    )
+    policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [24]}}]}
+    spec = dict(completions=3, parallelism=2, completionMode="Indexed", backoffLimitPerIndex=0, podFailurePolicy=policy)
+    batch.create_namespaced_job(namespace, job("elastic", script, **spec))
+    wait_for(lambda: len([p for p in job_pods(core, namespace, "elastic") if p.status.phase == "Running"]) == 2, 20)
+    batch.patch_namespaced_job("elastic", namespace, {"spec": {"parallelism": 1}})
+    done = wait_for(lambda: condition(batch, namespace, "elastic", "Complete"), 60, message="job complete")
+    assert done is not None
+    status = batch.read_namespaced_job_status("elastic", namespace).status
+    assert status.completed_indexes == "0-2" and not status.failed, status
+    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=elastic").items
+    created = sum(e.count or 1 for e in events if e.reason == "SuccessfulCreate")
+    assert created == 4, "the pod stopped by the scale-down ran its index again"

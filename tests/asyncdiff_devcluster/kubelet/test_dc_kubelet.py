@@ -203,8 +203,41 @@ def test_gpu_requests_use_the_fake_pool(core: client.CoreV1Api, namespace: str) 
         return next((c for c in conds if c.type == "PodScheduled" and c.status == "False"), None)
 
     cond = wait_for(unschedulable, 10)
-    assert cond.reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in cond.message
+    assert cond.reason == "Unschedulable" and cond.message == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     assert core.read_namespaced_pod("greedy", namespace).status.phase == "Pending"
+    (event,) = wait_for(lambda: pod_events(core, namespace, "greedy"), 10, message="FailedScheduling event")
+    assert (event.type, event.reason, event.source.component) == ("Warning", "FailedScheduling", "default-scheduler")
+    assert event.message == cond.message
+
+
+def pod_events(core: client.CoreV1Api, namespace: str, name: str) -> list[Any]:
+    selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
+    events: list[Any] = core.list_namespaced_event(namespace, field_selector=selector).items
+    return events
+
+
+def test_a_missing_secret_keeps_the_pod_creating_with_failed_mount_events(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """As a kubelet: ContainerCreating with no message; the reason is in repeated FailedMount Warning events,
+    aggregated into one Event whose count grows; the pod starts once the Secret exists."""
+    spec = pod("mount", "print('started')", container={"volumeMounts": [{"name": "creds", "mountPath": "/creds"}]})
+    spec["spec"]["volumes"] = [{"name": "creds", "secret": {"secretName": "s3-missing"}}]
+    core.create_namespaced_pod(namespace, spec)
+
+    def repeated() -> Any:
+        events = [e for e in pod_events(core, namespace, "mount") if e.reason == "FailedMount"]
+        return events[0] if len(events) == 1 and (events[0].count or 0) >= 2 else None
+
+    event = wait_for(repeated, 40, message="a FailedMount event seen twice")
+    assert event.type == "Warning" and event.source.component == "kubelet"
+    assert event.message == 'MountVolume.SetUp failed for volume "creds" : secret "s3-missing" not found'
+    status = core.read_namespaced_pod("mount", namespace).status
+    assert status.phase == "Pending"
+    assert status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+    assert not status.container_statuses[0].state.waiting.message
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "s3-missing"}, "stringData": {"k": "v"}})
+    wait_for(lambda: phase_is(core, namespace, "mount", "Succeeded"), 20, message="started once the Secret exists")
 
 
 def test_headless_service_names_and_distinct_ports(core: client.CoreV1Api, namespace: str, k8s: Any) -> None:
