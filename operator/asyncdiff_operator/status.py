@@ -198,6 +198,28 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
     return _finish_failed(ctx, out, final, f"{reason}: {msg}" if final != reason else msg, obs)
 
 
+def _suspend(ctx: _Ctx, out: dict[str, Any]) -> Decision:
+    """Suspend the attempt's Job (the Job controller deletes its pods); a new job's first Job is created suspended."""
+    out["phase"] = reasons.SUSPENDED
+    ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
+    out["conditions"] = ctx.conds
+    if ctx.attempts == 0:
+        out["attempts"] = 1
+    decision = Decision(out, create_attempt=1 if ctx.attempts == 0 else None, suspend_child=True)
+    decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
+    return decision
+
+
+def _resume(ctx: _Ctx, out: dict[str, Any]) -> Decision:
+    """Resume the same Job; the deadline counts from now, as the Job controller resets a resumed Job's startTime."""
+    out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
+    ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
+    out["conditions"] = ctx.conds
+    return Decision(out, suspend_child=False, events=[("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")])
+
+
 def _pending(ctx: _Ctx, out: dict[str, Any], obs: Observation, timeout: float) -> Decision:
     """An attempt with a Pending pod: its reason in the Running condition (and an Event when the reason changes);
     failed with that reason once it has waited longer than ``timeout`` (retrying would wait the same way)."""
@@ -240,31 +262,14 @@ def decide(
     ctx = _Ctx(status, generation, time.time() if now is None else now)
     out: dict[str, Any] = {}
     if policy.suspend:
-        if phase == reasons.SUSPENDED:
-            return Decision()
-        out["phase"] = reasons.SUSPENDED
-        ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
-        ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
-        out["conditions"] = ctx.conds
-        if ctx.attempts == 0:  # the attempt's Job is created suspended: no pod until resumed
-            out["attempts"] = 1
-            decision = Decision(out, create_attempt=1, suspend_child=True)
-        else:  # the same Job, suspended: the Job controller deletes its pods (GPUs released)
-            decision = Decision(out, suspend_child=True)
-        decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
-        return decision
+        return Decision() if phase == reasons.SUSPENDED else _suspend(ctx, out)
     if ctx.attempts == 0:
         out["startTime"] = now_iso(ctx.now)
         if phase == reasons.SUSPENDED:  # suspended at creation by an operator that created no Job then
             ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
         return _new_attempt(ctx, out, "new job")
-    if phase == reasons.SUSPENDED:  # resume the same Job; the deadline counts from now, as for batch/v1 Jobs
-        out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
-        ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
-        ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
-        out["conditions"] = ctx.conds
-        resumed = ("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")
-        return Decision(out, suspend_child=False, events=[resumed])
+    if phase == reasons.SUSPENDED:
+        return _resume(ctx, out)
     progress = progress_of(obs.event)
     if progress is not None and progress != status.get("progress"):
         out["progress"] = progress
