@@ -45,6 +45,8 @@ from asyncdiff_operator.api import RunPolicy
 
 DEFAULT_STALL_SECONDS = 600.0
 DEFAULT_PENDING_TIMEOUT = 600.0
+QUEUED_REASONS = frozenset({"SchedulingGated"})
+"""Pending reasons that mean "waiting in a queue" (a scheduling gate held by e.g. Kueue): shown, never timed out."""
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -225,7 +227,7 @@ def _pending(ctx: _Ctx, out: dict[str, Any], obs: Observation, timeout: float) -
     failed with that reason once it has waited longer than ``timeout`` (retrying would wait the same way)."""
     waited = ctx.now - (obs.pending_since or ctx.now)
     reason, detail = obs.pending_reason, obs.pending_message
-    if waited > timeout:
+    if waited > timeout and reason not in QUEUED_REASONS:
         final = reason or reasons.PENDING_TIMEOUT
         message = f"attempt {ctx.attempts}: a pod was Pending for {waited:.0f} s (pending timeout {timeout:.0f} s)"
         if detail:
