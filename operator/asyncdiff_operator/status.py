@@ -21,7 +21,8 @@ The policy, in order:
   infrastructure failure.
 - A Pending pod's own reason (scheduling failure, mount failure, image pull failure, from its conditions, container
   states or Warning events) is the Running condition's reason, with an Event when it changes; an attempt with a pod
-  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none).
+  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none); a pod held
+  by a scheduling gate (a queue) is never timed out.
 - Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
   backoffLimit``.
 - A child Job that vanished while the CR is active is re-created under the same attempt name.
