@@ -203,6 +203,7 @@ def cfg_parallel() -> dict[str, Any]:
                 "label": "CFG parallel, model_n 1, 2 ranks on 2 cores",
                 "median_s": 20.6,
                 "median_speedup_vs_1thread": 1.94,
+                "median_cpu_ratio_vs_1thread": 1.97,
                 "max_abs_diff_vs_sequential": 3e-7,
             },
             "asyncdiff_n2": {
@@ -230,8 +231,8 @@ def test_render_shows_the_cfg_parallel_rows(tmp_path: Path) -> None:
     (tmp_path / "cfg_parallel.json").write_text(json.dumps(cfg_parallel()))
     (tmp_path / "run_all.json").write_text(json.dumps({"mode": "full", "seconds": {"cfg": 1.0}}))
     summary = render(tmp_path, {}).read_text()
-    assert "| CFG parallel, model_n 1, 2 ranks on 2 cores | 20.60 | **1.94x** | 3.0e-07 |" in summary
-    assert "| AsyncDiff N=2 S=1 W=1 (preset split), 2 ranks on 2 cores | 21.50 | 1.86x | 0.200 |" in summary
+    assert "| CFG parallel, model_n 1, 2 ranks on 2 cores | 20.60 | **1.94x** | 1.97x | 3.0e-07 |" in summary
+    assert "| AsyncDiff N=2 S=1 W=1 (preset split), 2 ranks on 2 cores | 21.50 | 1.86x | - | 0.200 |" in summary
     assert "(limit 2.0x, exact output): **met**." in summary
     assert "| AsyncDiff N4 (4 ranks) | 4 | 23.0 | 0.9000 |" in summary
     assert "N2 is closer to the sequential output than AsyncDiff N4" in summary
