@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from asyncdiff_operator import kube, metrics, reasons, settings
+from asyncdiff_operator import kube, metrics, podsecurity, reasons, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
 from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
 from asyncdiff_operator.status import (
@@ -57,6 +57,19 @@ def _invalid(status: dict[str, Any], exc: ValidationError, generation: int) -> d
         "conditions": conds,
         "completionTime": now_iso(),
         "lastFailure": {"reason": reasons.INVALID_SPEC, "message": message[:2048]},
+    }
+
+
+def _pod_security_refused(status: dict[str, Any], found: list[str], generation: int) -> dict[str, Any]:
+    """spec.pod asks for a pod outside the restricted standard and the operator does not allow it: a user error."""
+    message = podsecurity.refusal_message(found)
+    reason = reasons.POD_SECURITY_REFUSED
+    conds = set_condition(list(status.get("conditions") or []), reasons.COND_FAILED, True, reason, message, generation)
+    return {
+        "phase": reasons.FAILED,
+        "conditions": conds,
+        "completionTime": now_iso(),
+        "lastFailure": {"reason": reason, "message": message[:2048]},
     }
 
 
@@ -105,6 +118,13 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     except ValidationError as exc:
         patch.status.update(_invalid(status, exc, generation))
         kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=patch.status["lastFailure"]["message"])
+        return
+    refused = [] if SETTINGS.allow_privileged_pods else podsecurity.refusals(spec.pod)
+    if refused:
+        patch.status.update(_pod_security_refused(status, refused, generation))
+        kopf.event(
+            body, type="Warning", reason=reasons.POD_SECURITY_REFUSED, message=patch.status["lastFailure"]["message"]
+        )
         return
     policy = spec.run_policy
     attempts = int(status.get("attempts") or 0)

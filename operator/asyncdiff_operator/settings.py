@@ -50,6 +50,9 @@ class WorkerDefaults(BaseModel):
     model_cache_size_limit: Quantity | None = Field(
         default=None, description="sizeLimit of the emptyDir mounted at the worker image's model cache VOLUME."
     )
+    tmp_size_limit: Quantity | None = Field(
+        default=None, description="sizeLimit of the emptyDir mounted at /tmp (the root filesystem is read-only)."
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -88,6 +91,8 @@ class OperatorSettings(BaseModel):
     worker_image_pull_policy: PullPolicy | None = None
     worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
     s3: S3Defaults = Field(default_factory=S3Defaults)
+    allow_privileged_pods: bool = False
+    """Let ``spec.pod`` take worker pods outside the restricted Pod Security Standard (``podsecurity.refusals``)."""
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -147,7 +152,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
 
     ASYNCDIFF_RECONCILE_INTERVAL, ASYNCDIFF_STALL_SECONDS (seconds), ASYNCDIFF_WORKER_IMAGE,
     ASYNCDIFF_WORKER_IMAGE_PULL_POLICY, ASYNCDIFF_WORKER_DEFAULTS (JSON), ASYNCDIFF_S3_ENDPOINT, ASYNCDIFF_S3_REGION,
-    ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET.
+    ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET, ASYNCDIFF_ALLOW_PRIVILEGED_PODS
+    (true/false).
     """
     env = os.environ if env is None else env
     reconcile_interval = _float(env, "ASYNCDIFF_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL)
@@ -176,4 +182,5 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         worker_image_pull_policy=policy,  # type: ignore[arg-type]  # checked against PullPolicy above
         worker=worker,
         s3=s3,
+        allow_privileged_pods=_bool(env, "ASYNCDIFF_ALLOW_PRIVILEGED_PODS"),
     )
