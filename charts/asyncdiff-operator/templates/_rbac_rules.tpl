@@ -29,6 +29,10 @@
 - apiGroups: ["asyncdiff.io"]
   resources: ["asyncdiffjobs/status"]
   verbs: ["patch"]
+# children.owner_reference sets blockOwnerDeletion: OwnerReferencesPermissionEnforcement (OpenShift) needs it
+- apiGroups: ["asyncdiff.io"]
+  resources: ["asyncdiffjobs/finalizers"]
+  verbs: ["update"]
 # kopf.event transitions and kopf's own handler-failure events
 - apiGroups: [""]
   resources: ["events"]
