@@ -20,9 +20,16 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from asyncdiff_operator import kube, metrics, podsecurity, reasons, settings
+from asyncdiff_operator import kube, metrics, netpol, podsecurity, reasons, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
-from asyncdiff_operator.children import child_name, render_configmap, render_job, render_service
+from asyncdiff_operator.children import (
+    child_name,
+    owner_reference,
+    render_configmap,
+    render_job,
+    render_service,
+    worker_job_spec,
+)
 from asyncdiff_operator.status import (
     Decision,
     Observation,
@@ -40,6 +47,10 @@ def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int) 
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
+    if SETTINGS.network_policy is not None:
+        endpoint = worker_job_spec(spec, SETTINGS.s3).output.endpoint_url
+        policy = netpol.render_network_policy(body, SETTINGS.network_policy, endpoint, owner_reference(body))
+        kube.create_if_absent("NetworkPolicy", namespace, policy)
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
     if kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS)) and attempt == 1:
         created = parse_iso(body["metadata"].get("creationTimestamp"))

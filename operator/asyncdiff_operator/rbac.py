@@ -54,6 +54,7 @@ OPERATOR: Final = (
     Rule("", "configmaps", ("create", "delete"), "kube.create_if_absent, kube.delete_children: the job spec ConfigMap"),
     Rule("batch", "jobs", ("create", "delete", "get"), "kube.create_if_absent, read_job, delete_children: the Job"),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
+    Rule("networking.k8s.io", "networkpolicies", ("create",), "kube.create_if_absent: a job's NetworkPolicy"),
     Rule("", "pods", ("list",), "kube.observe: the attempt's pods by label selector"),
     Rule("", "pods/log", ("get",), "kube.last_event: progress lines from rank 0's log tail"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),

@@ -13,6 +13,10 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create"]
+# kube.create_if_absent: a job's NetworkPolicy
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # kube.observe: the attempt's pods by label selector
 - apiGroups: [""]
   resources: ["pods"]

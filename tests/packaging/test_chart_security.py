@@ -1,0 +1,70 @@
+"""The chart's security values reach the operator, and the NetworkPolicy the operator then makes is valid Kubernetes.
+
+Why here: the chart only passes ``security`` and ``networkPolicy`` to the operator (the policy is per job, so the
+operator renders it); this test closes the loop: rendered chart -> the operator's settings parser -> the per-job
+NetworkPolicy, validated with the same strict Kubernetes 1.33 schemas as every chart object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asyncdiff_operator import netpol
+from asyncdiff_operator.settings import from_env
+
+from tests.packaging.helm_chart import KUBE_VERSION, VALUE_SETS, one, render
+
+CR: dict[str, Any] = {"metadata": {"name": "job-a", "namespace": "ml", "uid": "u-1"}}
+OWNER = {"apiVersion": "asyncdiff.io/v1alpha1", "kind": "AsyncDiffJob", "name": "job-a", "uid": "u-1"}
+
+
+def _operator_env(values: dict[str, Any]) -> dict[str, str]:
+    container = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_defaults_are_off_and_workers_get_requests() -> None:
+    settings = from_env(_operator_env(VALUE_SETS["default"]))
+    assert settings.allow_privileged_pods is False and settings.network_policy is None
+    assert settings.worker.resources is not None
+    assert settings.worker.resources.requests == {"cpu": "1", "memory": "4Gi"}
+    assert settings.worker.tmp_size_limit == "8Gi"
+
+
+def test_security_values_reach_the_operator_and_render_a_valid_policy() -> None:
+    import kubernetes_validate
+
+    settings = from_env(_operator_env(VALUE_SETS["security"]))
+    assert settings.allow_privileged_pods is True
+    policy_settings = settings.network_policy
+    assert policy_settings is not None and policy_settings.s3_port is None
+    policy = netpol.render_network_policy(CR, policy_settings, settings.s3.endpoint_url, OWNER)
+    kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    spec = policy["spec"]
+    same_job = {"podSelector": {"matchLabels": {"asyncdiff.io/job": "job-a"}}}
+    assert spec["podSelector"] == same_job["podSelector"] and spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"from": [same_job]}]  # only pods of the same job, on any port
+    own, dns, s3 = spec["egress"]
+    assert own == {"to": [same_job]}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert s3["ports"] == [{"protocol": "TCP", "port": 9000}]  # from s3.endpoint
+    assert s3["to"] == VALUE_SETS["security"]["networkPolicy"]["s3Peers"]
+    assert policy["metadata"]["ownerReferences"] == [OWNER]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "configured", "port"),
+    [(None, None, 443), ("https://s3.example.com", None, 443), ("http://minio:80", None, 80), ("http://m", 9000, 9000)],
+)
+def test_s3_port(endpoint: str | None, configured: int | None, port: int) -> None:
+    assert netpol.s3_port(endpoint, configured) == port
+
+
+def test_no_peers_means_any_address_on_the_port() -> None:
+    settings = from_env({"ASYNCDIFF_NETWORK_POLICY": '{"enabled": true, "s3Port": 8443}'})
+    assert settings.network_policy is not None
+    policy = netpol.render_network_policy(CR, settings.network_policy, None, OWNER)
+    assert policy["spec"]["egress"][2] == {"ports": [{"protocol": "TCP", "port": 8443}]}
+    assert from_env({"ASYNCDIFF_NETWORK_POLICY": '{"enabled": false}'}).network_policy is None
