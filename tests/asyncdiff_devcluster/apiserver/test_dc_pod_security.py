@@ -10,8 +10,10 @@ that kubectl prints, and pods created by the Job controller refused with a ``Fai
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +251,17 @@ def test_the_job_controller_gets_failed_create(kubectl: Callable[..., Any], name
     )
     assert not core.list_namespaced_pod(namespace).items
     kubectl("delete", "job", "-n", namespace, "bare")
+
+
+def test_the_kind_scripts_helper_pods_pass_restricted(kubectl: Callable[..., Any], namespace: str) -> None:
+    """tests/kind/run.sh runs helper pods with ``kubectl run --overrides`` in its restricted jobs namespace; the same
+    kubectl call here must be admitted (that script only runs where Docker is)."""
+    script = Path(__file__).resolve().parents[2] / "kind" / "run.sh"
+    shell = f'source <(sed -n "/^restricted_overrides()/,/^}}/p" {script}); restricted_overrides helper'
+    overrides = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, check=True).stdout
+    assert _label(kubectl, namespace, "pod-security.kubernetes.io/enforce=restricted").returncode == 0
+    args = ("run", "helper", "-n", namespace, "--image=busybox", "--restart=Never", "--env=A=b")
+    made = kubectl(*args, "--override-type=strategic", f"--overrides={overrides}", "--command", "--", "true")
+    assert "created" in made.stdout, made.stderr
+    refused = kubectl("run", "bare", *args[2:], "--command", "--", "true", check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
