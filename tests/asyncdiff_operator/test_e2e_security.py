@@ -131,3 +131,22 @@ def test_secrets_never_leak(e2e: E2E, tiny_model: Path, s3: Any) -> None:
     volumes = {v.name: v for v in pod.spec.volumes}
     assert volumes["s3-credentials"].secret.secret_name == "leak-test-s3"
     assert pod.spec.automount_service_account_token is False
+
+
+def test_network_policy_per_job_when_enabled(e2e: E2E) -> None:
+    """With ASYNCDIFF_NETWORK_POLICY (chart networkPolicy.enabled) the operator creates the job's NetworkPolicy,
+    owned by the job and collected with it. (Last in this module: it restarts the operator with the setting.)"""
+    e2e.operator.env["ASYNCDIFF_NETWORK_POLICY"] = json.dumps({"enabled": True, "s3Port": 9000})
+    e2e.operator.restart()
+    job = job_manifest("netpol", "/nonexistent-model", e2e.root / "out", runPolicy={"backoffLimit": 0})
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job))
+    e2e.wait(lambda: e2e.jobs("netpol"), 30, "the child Job of netpol")
+    policy = json.loads(e2e.kubectl("get", "networkpolicy", "netpol-workers", "-o", "json"))
+    owner = policy["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "AsyncDiffJob" and owner["uid"] == e2e.get("netpol")["metadata"]["uid"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"asyncdiff.io/job": "netpol"}}}]}]
+    assert policy["spec"]["egress"][2]["ports"] == [{"protocol": "TCP", "port": 9000}]
+    e2e.kubectl("delete", "adj/netpol", "--timeout=30s", timeout=40)
+    e2e.wait(
+        lambda: "NotFound" in e2e.kubectl("get", "networkpolicy", "netpol-workers", check=False), 30, "policy collected"
+    )
