@@ -23,6 +23,29 @@ BASE: dict[str, Any] = {
     "output": {"uri": "s3://b/out"},
 }
 RESTRICTED = psa.LevelVersion("restricted")
+UNSAFE_OVERRIDES: list[tuple[dict[str, Any], str]] = [
+    ({"containerSecurityContext": {"privileged": True}}, "spec.pod.containerSecurityContext.privileged"),
+    ({"containerSecurityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "capabilities.add: ['SYS_ADMIN']"),
+    ({"containerSecurityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
+    ({"containerSecurityContext": {"capabilities": {"drop": ["NET_RAW"]}}}, "capabilities.drop"),
+    ({"securityContext": {"runAsUser": 0}}, "spec.pod.securityContext.runAsUser: 0"),
+    ({"containerSecurityContext": {"runAsUser": 0}}, "spec.pod.containerSecurityContext.runAsUser: 0"),
+    ({"securityContext": {"runAsNonRoot": False}}, "spec.pod.securityContext.runAsNonRoot"),
+    ({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "seccompProfile.type: Unconfined"),
+    ({"hostNetwork": True}, "spec.pod.hostNetwork"),
+    ({"hostPID": True}, "spec.pod.hostPID"),
+    ({"hostIPC": True}, "spec.pod.hostIPC"),
+    ({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "spec.pod.volumes[0].hostPath (volume 'h')"),
+    ({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]}, "spec.pod.volumes[0].nfs"),
+]
+"""spec.pod overrides that leave restricted, and the field the refusal names (also checked against the chart's
+ValidatingAdmissionPolicy in tests/packaging/test_chart_security.py)."""
+SAFE_OVERRIDES: list[dict[str, Any]] = [
+    {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000, "supplementalGroups": [3000]}},
+    {"containerSecurityContext": {"readOnlyRootFilesystem": False, "capabilities": {"add": ["NET_BIND_SERVICE"]}}},
+    {"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}},
+    {"hostNetwork": False, "volumes": [{"name": "c", "csi": {"driver": "d"}}, {"name": "e", "ephemeral": {}}]},
+]
 
 
 def _cr(**spec: Any) -> dict[str, Any]:
@@ -98,24 +121,7 @@ def test_tmp_size_limit_and_own_tmp() -> None:
     assert homes == [{"name": "HOME", "value": "/models"}]  # the job's own value, once
 
 
-@pytest.mark.parametrize(
-    ("pod", "field"),
-    [
-        ({"containerSecurityContext": {"privileged": True}}, "spec.pod.containerSecurityContext.privileged"),
-        ({"containerSecurityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "capabilities.add: ['SYS_ADMIN']"),
-        ({"containerSecurityContext": {"allowPrivilegeEscalation": True}}, "allowPrivilegeEscalation"),
-        ({"containerSecurityContext": {"capabilities": {"drop": ["NET_RAW"]}}}, "capabilities.drop"),
-        ({"securityContext": {"runAsUser": 0}}, "spec.pod.securityContext.runAsUser: 0"),
-        ({"containerSecurityContext": {"runAsUser": 0}}, "spec.pod.containerSecurityContext.runAsUser: 0"),
-        ({"securityContext": {"runAsNonRoot": False}}, "spec.pod.securityContext.runAsNonRoot"),
-        ({"securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "seccompProfile.type: Unconfined"),
-        ({"hostNetwork": True}, "spec.pod.hostNetwork"),
-        ({"hostPID": True}, "spec.pod.hostPID"),
-        ({"hostIPC": True}, "spec.pod.hostIPC"),
-        ({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, "spec.pod.volumes[0].hostPath (volume 'h')"),
-        ({"volumes": [{"name": "n", "nfs": {"server": "s", "path": "/"}}]}, "spec.pod.volumes[0].nfs"),
-    ],
-)
+@pytest.mark.parametrize(("pod", "field"), UNSAFE_OVERRIDES)
 def test_unsafe_overrides_are_refused_by_field(pod: dict[str, Any], field: str) -> None:
     spec = parse_spec(_cr(pod=pod)["spec"])
     (found,) = podsecurity.refusals(spec.pod)
@@ -131,15 +137,7 @@ def test_unsafe_overrides_are_refused_by_field(pod: dict[str, Any], field: str) 
         assert not (ctx.get("runAsUser") == 0 and ctx.get("runAsNonRoot") is True)
 
 
-@pytest.mark.parametrize(
-    "pod",
-    [
-        {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000, "supplementalGroups": [3000]}},
-        {"containerSecurityContext": {"readOnlyRootFilesystem": False, "capabilities": {"add": ["NET_BIND_SERVICE"]}}},
-        {"securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p.json"}}},
-        {"hostNetwork": False, "volumes": [{"name": "c", "csi": {"driver": "d"}}, {"name": "e", "ephemeral": {}}]},
-    ],
-)
+@pytest.mark.parametrize("pod", SAFE_OVERRIDES)
 def test_safe_overrides_are_allowed_and_still_restricted(pod: dict[str, Any]) -> None:
     spec = parse_spec(_cr(pod=pod)["spec"])
     assert podsecurity.refusals(spec.pod) == []

@@ -27,8 +27,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "peering-clusterwide": {"operator": {"peering": True}},
     "peering-namespaces": {"operator": {"peering": True, "watchNamespaces": ["team-a"]}},
     "no-crds-no-rbac": {"crds": {"install": False}, "rbac": {"create": False}, "serviceAccount": {"create": False}},
+    "admission-policy": {"security": {"admissionPolicy": True}, "operator": {"watchNamespaces": ["ml"]}},
     "security": {
-        "security": {"allowPrivilegedPods": True},
+        "security": {"allowPrivilegedPods": True, "admissionPolicy": True},
         "s3": {"endpoint": "http://minio.storage.svc:9000"},
         "networkPolicy": {
             "enabled": True,

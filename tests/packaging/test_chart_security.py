@@ -16,6 +16,12 @@ from asyncdiff_operator.settings import from_env
 from tests.packaging.helm_chart import KUBE_VERSION, VALUE_SETS, one, render
 
 CR: dict[str, Any] = {"metadata": {"name": "job-a", "namespace": "ml", "uid": "u-1"}}
+BASE_SPEC: dict[str, Any] = {
+    "model": {"family": "sd15", "source": "s3://b/m"},
+    "parallelism": {"modelN": 2, "stride": 1},
+    "generation": {"prompts": ["a cat"]},
+    "output": {"uri": "s3://b/out"},
+}
 OWNER = {"apiVersion": "asyncdiff.io/v1alpha1", "kind": "AsyncDiffJob", "name": "job-a", "uid": "u-1"}
 
 
@@ -68,3 +74,64 @@ def test_no_peers_means_any_address_on_the_port() -> None:
     policy = netpol.render_network_policy(CR, settings.network_policy, None, OWNER)
     assert policy["spec"]["egress"][2] == {"ports": [{"protocol": "TCP", "port": 8443}]}
     assert from_env({"ASYNCDIFF_NETWORK_POLICY": '{"enabled": false}'}).network_policy is None
+
+
+def _policy() -> dict[str, Any]:
+    return one(render(VALUE_SETS["admission-policy"]), "ValidatingAdmissionPolicy")
+
+
+def _denied(pod: dict[str, Any] | None) -> list[str]:
+    """Messages of the policy's validations that fail for an AsyncDiffJob with this spec.pod (cel-python)."""
+    import celpy
+    from celpy.adapter import json_to_cel
+
+    spec: dict[str, Any] = {"model": {"family": "sd15", "source": "s3://b/m"}}
+    if pod is not None:
+        spec["pod"] = pod
+    obj = json_to_cel({"apiVersion": "asyncdiff.io/v1alpha1", "kind": "AsyncDiffJob", "spec": spec})
+    env = celpy.Environment()
+    denied = []
+    for validation in _policy()["spec"]["validations"]:
+        result = env.program(env.compile(validation["expression"])).evaluate({"object": obj})
+        assert type(result).__name__ == "BoolType", (validation["expression"], result)
+        if not result:
+            denied.append(validation["message"])
+    return denied
+
+
+def test_admission_policy_is_rendered_when_asked_and_valid() -> None:
+    import kubernetes_validate
+
+    objects = render(VALUE_SETS["admission-policy"])
+    policy, binding = _policy(), one(objects, "ValidatingAdmissionPolicyBinding")
+    for obj in (policy, binding):
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+    assert selector["values"] == ["ml"]
+    rule = policy["spec"]["matchConstraints"]["resourceRules"][0]
+    assert rule["resources"] == ["asyncdiffjobs"] and rule["operations"] == ["CREATE", "UPDATE"]
+    # "auto" renders nothing where the API is not known to be served (offline render), allowPrivilegedPods neither
+    assert not [o for o in render() if o["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert not [o for o in render(VALUE_SETS["security"]) if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_admission_policy_refuses_what_the_operator_refuses() -> None:
+    """Every override case of the operator's unit tests: the policy denies exactly the refused ones, naming the
+    same field; the safe ones pass."""
+    from asyncdiff_operator import podsecurity
+    from asyncdiff_operator.api import parse_spec
+
+    from tests.asyncdiff_operator.test_podsecurity import SAFE_OVERRIDES, UNSAFE_OVERRIDES
+
+    assert _denied(None) == [] and _denied({}) == []
+    for pod, field in UNSAFE_OVERRIDES:
+        denied = _denied(pod)
+        assert len(denied) == 1, (pod, denied)
+        refused = podsecurity.refusals(parse_spec({**BASE_SPEC, "pod": pod}).pod)
+        head = field.split(" ")[0].split(":")[0].split("[")[0]
+        assert head in denied[0] or head.rsplit(".", 1)[0] in denied[0], (head, denied)
+        assert refused and head.split(".")[-1] in refused[0]
+    for pod in SAFE_OVERRIDES:
+        assert _denied(pod) == [], pod
