@@ -7,14 +7,20 @@ NetworkPolicy, validated with the same strict Kubernetes 1.33 schemas as every c
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from asyncdiff_operator import netpol
 from asyncdiff_operator.settings import from_env
 
 from tests.packaging.helm_chart import KUBE_VERSION, VALUE_SETS, one, render
 
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CR: dict[str, Any] = {"metadata": {"name": "job-a", "namespace": "ml", "uid": "u-1"}}
 BASE_SPEC: dict[str, Any] = {
     "model": {"family": "sd15", "source": "s3://b/m"},
@@ -135,3 +141,35 @@ def test_admission_policy_refuses_what_the_operator_refuses() -> None:
         assert refused and head.split(".")[-1] in refused[0]
     for pod in SAFE_OVERRIDES:
         assert _denied(pod) == [], pod
+
+
+def test_admission_policy_refuses_at_apply_on_the_local_control_plane(tmp_path: Path) -> None:
+    """The rendered policy, applied to the local control plane (which enforces ValidatingAdmissionPolicies): a job
+    asking for hostNetwork is refused by kubectl apply, naming the field; a plain job is accepted."""
+    from asyncdiff_devcluster.testing import running_dev_cluster
+
+    values = {"security": {"admissionPolicy": True}, "operator": {"watchNamespaces": ["default"]}}
+    objects = render(values)
+    wanted = ("CustomResourceDefinition", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    manifests = [o for o in objects if o["kind"] in wanted]
+    assert len(manifests) == 3
+    job = {
+        "apiVersion": "asyncdiff.io/v1alpha1",
+        "kind": "AsyncDiffJob",
+        "metadata": {"name": "net", "namespace": "default"},
+    }
+    with running_dev_cluster(tmp_path / "cluster", gpus=0) as cluster:
+        env = cluster.env(KUBECACHEDIR=str(tmp_path / "kcache"))
+
+        def kubectl(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([KUBECTL, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+
+        made = kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+        assert made.returncode == 0, made.stderr
+        bad = {**job, "spec": {**BASE_SPEC, "pod": {"hostNetwork": True}}}
+        refused = kubectl("apply", "-f", "-", stdin=json.dumps(bad))
+        assert refused.returncode != 0
+        assert "ValidatingAdmissionPolicy 'adiff-asyncdiff-operator-pod-security'" in refused.stderr, refused.stderr
+        assert "denied request: spec.pod.hostNetwork is refused" in refused.stderr
+        good = kubectl("apply", "-f", "-", stdin=json.dumps({**job, "spec": BASE_SPEC}))
+        assert good.returncode == 0, good.stderr

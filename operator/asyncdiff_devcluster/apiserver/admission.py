@@ -4,9 +4,9 @@ Why: clients read back what the server filled in: a Pod's ``status.phase: Pendin
 defaults, a Job's generated selector and ``controller-uid`` labels, a Service's ClusterIP, a
 ``Secret.stringData`` folded into ``data``, a CRD's ``Established`` condition. The operator and kubectl
 depend on those, and on the 422s for the few invalid shapes an operator can produce by mistake
-(a Job with ``restartPolicy: Always``, an immutable Job template being changed). Pod Security Admission runs after
-them (``podsecurity.py``): it may refuse a write (403/422) or answer warnings, which the API returns as ``Warning``
-headers.
+(a Job with ``restartPolicy: Always``, an immutable Job template being changed). Pod Security Admission
+(``podsecurity.py``) and ValidatingAdmissionPolicies (``vap.py``) run after them: they may refuse a write or answer
+warnings, which the API returns as ``Warning`` headers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FieldError, forbidden, invalid
-from . import podsecurity
+from . import podsecurity, vap
 from .resources import ResourceType
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def on_create(api: Api, rt: ResourceType, obj: dict[str, Any]) -> list[str]:
     handler = _CREATE.get((rt.group, rt.plural))
     if handler is not None:
         handler(api, rt, obj)
-    return _pod_security(api, rt, obj, None, None)
+    return _pod_security(api, rt, obj, None, None) + vap.admit(api, rt, obj, None, None)
 
 
 def on_update(
@@ -42,7 +42,7 @@ def on_update(
     handler = _UPDATE.get((rt.group, rt.plural))
     if handler is not None:
         handler(api, rt, new, old, subresource)
-    return _pod_security(api, rt, new, old, subresource)
+    return _pod_security(api, rt, new, old, subresource) + vap.admit(api, rt, new, old, subresource)
 
 
 # ---------------------------------------------------------------------------------------------- pod security
