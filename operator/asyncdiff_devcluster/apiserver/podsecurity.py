@@ -20,7 +20,7 @@ plugin (``k8s.io/pod-security-admission``): its checks, their order, their messa
 
 Checks are evaluated per policy version by each check's first version; changes in a check's wording across
 versions are not modelled (every version uses the current wording). Not modelled: exemptions, the user-namespace
-relaxation, the AppArmor ``appArmorProfile`` field (only the annotation), ephemeral containers.
+relaxation, the AppArmor ``appArmorProfile`` field (only the annotation).
 """
 
 from __future__ import annotations
