@@ -67,6 +67,8 @@ COPY --from=wheel /wheels /wheels
 RUN pip install --no-cache-dir --find-links /wheels "asyncdiff-operator[worker]==${ASYNCDIFF_VERSION}" \
     && rm -rf /wheels
 # Downloaded models (s3:// sources), shared by the ranks of a pod; mount a volume here to keep them across pods.
+# Worker pods run with a read-only root filesystem: the operator mounts emptyDirs here and at /tmp and points HOME,
+# TMPDIR and the library caches (HF, torch, Triton, CUDA, matplotlib) at them (operator/.../podsecurity.py).
 VOLUME ["/var/cache/asyncdiff"]
 USER 10001:10001
 WORKDIR /home/asyncdiff

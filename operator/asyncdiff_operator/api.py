@@ -21,6 +21,8 @@ from asyncdiff_worker.spec import JobSpec
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from asyncdiff_operator.podsecurity import ContainerSecurityContext, PodSecurityContext
+
 GROUP: Final = "asyncdiff.io"
 VERSION: Final = "v1alpha1"
 KIND: Final = "AsyncDiffJob"
@@ -197,6 +199,21 @@ class PodOverride(_Model):
         max_length=253,
         description="A Secret with keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN), "
         "mounted read-only for the worker's S3 access.",
+    )
+    security_context: PodSecurityContext | None = Field(
+        default=None, description="Pod security settings; the default meets the restricted Pod Security Standard."
+    )
+    container_security_context: ContainerSecurityContext | None = Field(
+        default=None, description="Worker container security settings (default: restricted, read-only root)."
+    )
+    host_network: bool | None = Field(
+        default=None, description="Use the node's network namespace (refused by default)."
+    )
+    host_pid: bool | None = Field(
+        default=None, alias="hostPID", description="Use the node's PID namespace (refused by default)."
+    )
+    host_ipc: bool | None = Field(
+        default=None, alias="hostIPC", description="Use the node's IPC namespace (refused by default)."
     )
 
     @field_validator("env")

@@ -22,6 +22,9 @@ tolerations, serviceAccountName) is replaced as a whole by the job's field of th
 is mounted unless the job mounts something there itself; S3 endpoint, region and forcePathStyle fill the
 ``spec.output`` fields the job left unset (in the ConfigMap the worker reads); the operator's credentials Secret is
 mounted exactly as ``spec.pod.s3CredentialsSecret``, which wins when set.
+
+Security (``podsecurity.py``): every pod meets the Pod Security Standard ``restricted``, has a read-only root
+filesystem with emptyDirs at ``/tmp`` and the cache, no service account token, and cpu/memory requests.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml
 from asyncdiff_worker.keys import MANIFEST_NAME
 from asyncdiff_worker.spec import JobSpec
 
+from asyncdiff_operator import podsecurity
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
 from asyncdiff_operator.layout import effective_spec
 from asyncdiff_operator.settings import OperatorSettings, S3Defaults
@@ -50,6 +54,9 @@ S3_SECRET_DIR: Final = "/var/run/secrets/asyncdiff/s3"
 MODEL_CACHE_DIR: Final = "/var/cache/asyncdiff"
 """The worker image's model cache VOLUME (Dockerfile); an emptyDir of ``worker.modelCacheSizeLimit`` goes here."""
 MODEL_CACHE_VOLUME: Final = "model-cache"
+DEFAULT_REQUESTS: Final = {"cpu": "1", "memory": "4Gi"}
+"""Requests a worker gets for cpu or memory when neither the job nor the operator's defaults set them (never
+BestEffort: such a pod is the first evicted under node pressure)."""
 _NO_SETTINGS: Final = OperatorSettings()
 
 
@@ -205,6 +212,7 @@ def _env(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, secret: str |
         env.extend(shard_env())
     if secret:
         env.append({"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR})
+    env.extend(podsecurity.writable_env(spec.pod))
     for var in spec.pod.env or []:
         env.append(var.model_dump(mode="json", by_alias=True, exclude_none=True))
     return env
@@ -220,6 +228,9 @@ def _resources(spec: AsyncDiffJobSpec, settings: OperatorSettings) -> dict[str, 
         requests.pop("nvidia.com/gpu", None)
     limits = {k: str(v) for k, v in limits.items()}
     requests = {k: str(v) for k, v in requests.items()}
+    for name, amount in DEFAULT_REQUESTS.items():
+        if name not in requests and name not in limits:  # a limit alone already implies an equal request
+            requests[name] = amount
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
@@ -264,9 +275,13 @@ def _volumes(
         volumes.append({"name": "s3-credentials", "secret": {"secretName": secret}})
         mounts.append({"name": "s3-credentials", "mountPath": S3_SECRET_DIR, "readOnly": True})
     cache_limit = settings.worker.model_cache_size_limit
-    if cache_limit and not _own_model_cache(spec):
-        volumes.append({"name": MODEL_CACHE_VOLUME, "emptyDir": {"sizeLimit": str(cache_limit)}})
+    if not _own_model_cache(spec):  # always: the root filesystem is read-only
+        volumes.append({"name": MODEL_CACHE_VOLUME, "emptyDir": {"sizeLimit": str(cache_limit)} if cache_limit else {}})
         mounts.append({"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_DIR})
+    tmp_limit = settings.worker.tmp_size_limit
+    tmp_volumes, tmp_mounts = podsecurity.tmp_volume(spec.pod, str(tmp_limit) if tmp_limit else None)
+    volumes.extend(tmp_volumes)
+    mounts.extend(tmp_mounts)
     volumes.extend(dict(v) for v in pod.volumes or [])
     mounts.extend(_dump(pod.volume_mounts or []))
     return volumes, mounts
@@ -286,10 +301,17 @@ def _pod_spec(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings
         "resources": _resources(spec, settings),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": podsecurity.container_security_context(pod),
     }
     if pod.image is None and settings.worker_image_pull_policy:
         container["imagePullPolicy"] = settings.worker_image_pull_policy
-    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "automountServiceAccountToken": False,  # workers never call the API server
+        "securityContext": podsecurity.pod_security_context(pod),
+    }
     if spec.run_policy.num_nodes > 1:
         pod_spec["subdomain"] = service_name(meta["name"])
         pod_spec["containers"][0]["ports"] = [{"name": "rendezvous", "containerPort": MASTER_PORT}]
@@ -302,6 +324,9 @@ def _pod_spec(cr: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, settings
         "affinity": dict(pod.affinity) if pod.affinity else None,
         "imagePullSecrets": _dump(pod.image_pull_secrets) if pod.image_pull_secrets else None,
         "priorityClassName": pod.priority_class_name,
+        "hostNetwork": pod.host_network,
+        "hostPID": pod.host_pid,
+        "hostIPC": pod.host_ipc,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
     return pod_spec

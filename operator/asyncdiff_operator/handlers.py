@@ -24,7 +24,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from asyncdiff_operator import kube, metrics, reasons, reconcile_errors, settings
+from asyncdiff_operator import kube, metrics, netpol, podsecurity, reasons, reconcile_errors, settings
 from asyncdiff_operator.api import GROUP, PLURAL, VERSION, AsyncDiffJobSpec, parse_spec
 from asyncdiff_operator.children import (
     LABEL_JOB,
@@ -32,9 +32,11 @@ from asyncdiff_operator.children import (
     manifest_uri,
     name_problem,
     output_location,
+    owner_reference,
     render_configmap,
     render_job,
     render_service,
+    worker_job_spec,
 )
 from asyncdiff_operator.layout import planned
 from asyncdiff_operator.shard_kube import forget as forget_sampling
@@ -59,6 +61,10 @@ def _create_attempt(body: dict[str, Any], spec: AsyncDiffJobSpec, attempt: int, 
     namespace = body["metadata"]["namespace"]
     if spec.run_policy.num_nodes > 1:
         kube.create_if_absent("Service", namespace, render_service(body))
+    if SETTINGS.network_policy is not None:
+        endpoint = worker_job_spec(spec, SETTINGS.s3).output.endpoint_url
+        policy = netpol.render_network_policy(body, SETTINGS.network_policy, endpoint, owner_reference(body))
+        kube.create_if_absent("NetworkPolicy", namespace, policy)
     kube.create_if_absent("ConfigMap", namespace, render_configmap(body, spec, attempt, SETTINGS))
     if not kube.create_if_absent("Job", namespace, render_job(body, spec, attempt, SETTINGS, suspend=suspend)):
         return False
@@ -81,6 +87,19 @@ def _invalid(status: dict[str, Any], exc: ValidationError | str, generation: int
         "conditions": conds,
         "completionTime": now_iso(),
         "lastFailure": {"reason": reasons.INVALID_SPEC, "message": message[:2048]},
+    }
+
+
+def _pod_security_refused(status: dict[str, Any], found: list[str], generation: int) -> dict[str, Any]:
+    """spec.pod asks for a pod outside the restricted standard and the operator does not allow it: a user error."""
+    message = podsecurity.refusal_message(found)
+    reason = reasons.POD_SECURITY_REFUSED
+    conds = set_condition(list(status.get("conditions") or []), reasons.COND_FAILED, True, reason, message, generation)
+    return {
+        "phase": reasons.FAILED,
+        "conditions": conds,
+        "completionTime": now_iso(),
+        "lastFailure": {"reason": reason, "message": message[:2048]},
     }
 
 
@@ -142,6 +161,13 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     if bad_name is not None:  # a CRD older than the CEL rule on metadata.name let it in; fail instead of a 422 loop
         patch.status.update(_invalid(status, bad_name, generation))
         kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=bad_name)
+        return
+    refused = [] if SETTINGS.allow_privileged_pods else podsecurity.refusals(spec.pod)
+    if refused:
+        patch.status.update(_pod_security_refused(status, refused, generation))
+        kopf.event(
+            body, type="Warning", reason=reasons.POD_SECURITY_REFUSED, message=patch.status["lastFailure"]["message"]
+        )
         return
     policy = spec.run_policy
     window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)

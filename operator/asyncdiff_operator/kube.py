@@ -45,14 +45,20 @@ def batch() -> Any:
     return client.BatchV1Api(api_client())
 
 
+def networking() -> Any:
+    return client.NetworkingV1Api(api_client())
+
+
 def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
-    """Create a ConfigMap, Job or (headless) Service; False when it already exists (409: an earlier reconcile or
-    operator made it). A child refused as invalid (422) raises ``ChildRejected``."""
+    """Create a ConfigMap, Job, (headless) Service or NetworkPolicy; False when it already exists (409: an earlier
+    reconcile or operator made it). A child refused as invalid (422) raises ``ChildRejected``."""
     try:
         if kind == "ConfigMap":
             core().create_namespaced_config_map(namespace, body, _request_timeout=TIMEOUT)
         elif kind == "Service":
             core().create_namespaced_service(namespace, body, _request_timeout=TIMEOUT)
+        elif kind == "NetworkPolicy":
+            networking().create_namespaced_network_policy(namespace, body, _request_timeout=TIMEOUT)
         else:
             batch().create_namespaced_job(namespace, body, _request_timeout=TIMEOUT)
     except ApiException as exc:

@@ -5,6 +5,9 @@ serves; ``tests/packaging/test_rbac.py`` scans this package's source for every K
 handler and fails when a call is not covered or a rule serves no call. ``python -m asyncdiff_operator.rbac --write``
 regenerates the chart's ``templates/_rbac_rules.tpl`` (the test fails when it is stale).
 
+Secrets: no rule. The operator never reads a Secret: workers mount the S3 credentials Secret by name (the kubelet
+reads it), so the operator's role cannot leak their contents (``tests/packaging/test_rbac.py`` asserts it).
+
 Scopes. Rules on namespaced resources go into a Role per watched namespace (or one ClusterRole when cluster-wide).
 Rules on cluster-scoped resources always need a ClusterRole: kopf's resource scanning (CRDs; namespaces when
 namespace-scoped), and the ClusterKopfPeering when cluster-wide peering is on. kopf degrades with a warning when
@@ -57,6 +60,7 @@ OPERATOR: Final = (
         "kube.set_suspend: suspend/resume; handlers.child_jobs: the kopf index (one watch) of child Jobs",
     ),
     Rule("", "services", ("create",), "kube.create_if_absent: the headless Service of a multi-node job"),
+    Rule("networking.k8s.io", "networkpolicies", ("create",), "kube.create_if_absent: a job's NetworkPolicy"),
     Rule(
         "",
         "pods",
@@ -68,6 +72,12 @@ OPERATOR: Final = (
     Rule("", "events", ("list",), "kube.pending_info: a Pending pod's Warning events (FailedMount, ...)"),
     Rule(GROUP, PLURAL, ("delete", "list", "patch", "watch"), "kopf handlers (watch, finalizer), kube.delete_cr (TTL)"),
     Rule(GROUP, f"{PLURAL}/status", ("patch",), "kopf writes the handlers' status patches through /status"),
+    Rule(
+        GROUP,
+        f"{PLURAL}/finalizers",
+        ("update",),
+        "children.owner_reference sets blockOwnerDeletion: OwnerReferencesPermissionEnforcement (OpenShift) needs it",
+    ),
     Rule("", "events", ("create",), "kopf.event transitions and kopf's own handler-failure events"),
 )
 PEERING_NAMESPACED: Final = (

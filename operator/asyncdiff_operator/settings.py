@@ -52,6 +52,9 @@ class WorkerDefaults(BaseModel):
     model_cache_size_limit: Quantity | None = Field(
         default=None, description="sizeLimit of the emptyDir mounted at the worker image's model cache VOLUME."
     )
+    tmp_size_limit: Quantity | None = Field(
+        default=None, description="sizeLimit of the emptyDir mounted at /tmp (the root filesystem is read-only)."
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -79,6 +82,32 @@ class S3Defaults(BaseModel):
     credentials_secret: str | None = Field(default=None, max_length=253)
 
 
+KUBE_DNS: Final = (
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    },
+)
+
+
+class NetworkPolicySettings(BaseModel):
+    """The chart's ``networkPolicy`` values (``ASYNCDIFF_NETWORK_POLICY``): a NetworkPolicy per job (``netpol.py``)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    enabled: bool = True
+    s3_peers: list[dict[str, Any]] = Field(
+        default_factory=list, description="NetworkPolicyPeers of the S3 endpoint; empty: any address on its port."
+    )
+    s3_port: int | None = Field(default=None, ge=1, le=65535, description="Default: the job's endpoint's port.")
+    dns_peers: list[dict[str, Any]] = Field(default_factory=lambda: [dict(p) for p in KUBE_DNS])
+
+    @field_validator("s3_port", mode="before")
+    @classmethod
+    def _zero_is_unset(cls, value: Any) -> Any:
+        return None if value in (0, "", None) else value
+
+
 class OperatorSettings(BaseModel):
     """Everything the operator reads from its environment (see ``from_env`` for the variable names)."""
 
@@ -92,6 +121,10 @@ class OperatorSettings(BaseModel):
     worker_image_pull_policy: PullPolicy | None = None
     worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
     s3: S3Defaults = Field(default_factory=S3Defaults)
+    allow_privileged_pods: bool = False
+    network_policy: NetworkPolicySettings | None = None
+    """A NetworkPolicy per job when set (``ASYNCDIFF_NETWORK_POLICY``, chart value ``networkPolicy``)."""
+    """Let ``spec.pod`` take worker pods outside the restricted Pod Security Standard (``podsecurity.refusals``)."""
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -146,6 +179,21 @@ def _worker_defaults(env: Mapping[str, str]) -> WorkerDefaults:
     return defaults
 
 
+def _network_policy(env: Mapping[str, str]) -> NetworkPolicySettings | None:
+    name = "ASYNCDIFF_NETWORK_POLICY"
+    text = _str(env, name)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{name} must be a JSON object (the chart's `networkPolicy` values)")
+    found: NetworkPolicySettings = _validated(name, lambda: NetworkPolicySettings.model_validate(data))
+    return found if found.enabled else None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Parse the operator's settings from ``env`` (default ``os.environ``); raises SettingsError on a bad value.
 
@@ -153,7 +201,8 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
     ASYNCDIFF_PENDING_TIMEOUT_SECONDS (seconds),
     ASYNCDIFF_WORKER_IMAGE,
     ASYNCDIFF_WORKER_IMAGE_PULL_POLICY, ASYNCDIFF_WORKER_DEFAULTS (JSON), ASYNCDIFF_S3_ENDPOINT, ASYNCDIFF_S3_REGION,
-    ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET.
+    ASYNCDIFF_S3_FORCE_PATH_STYLE (true/false), ASYNCDIFF_S3_CREDENTIALS_SECRET, ASYNCDIFF_ALLOW_PRIVILEGED_PODS
+    (true/false), ASYNCDIFF_NETWORK_POLICY (JSON).
     """
     env = os.environ if env is None else env
     reconcile_interval = _float(env, "ASYNCDIFF_RECONCILE_INTERVAL", DEFAULT_RECONCILE_INTERVAL)
@@ -186,4 +235,6 @@ def from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         worker_image_pull_policy=policy,  # type: ignore[arg-type]  # checked against PullPolicy above
         worker=worker,
         s3=s3,
+        allow_privileged_pods=_bool(env, "ASYNCDIFF_ALLOW_PRIVILEGED_PODS"),
+        network_policy=_network_policy(env),
     )

@@ -2,7 +2,10 @@
 provide the end-to-end fixtures: one local control plane plus one real operator process per test module.
 
 Why per module: starting the control plane, applying the CRD and starting kopf costs a few seconds on 2 cores; the
-e2e tests share them and use distinct job names. ``OperatorProcess.restart`` kills the operator (SIGKILL, no clean
+e2e tests share them and use distinct job names. The jobs' namespace enforces the ``restricted`` Pod Security
+Standard (``RESTRICTED_LABELS``). Worker pods mount emptyDirs at ``/tmp`` and the cache, and the process kubelet maps
+mount paths in env values to the pod's folders (as a container would see them), so a host path handed to a worker
+through env must lie outside ``/tmp``. ``OperatorProcess.restart`` kills the operator (SIGKILL, no clean
 shutdown) and starts a new one, for the restart tests.
 """
 
@@ -28,6 +31,14 @@ if _spec is None or _spec.origin in (None, "namespace"):
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 CRD = REPO / "crds" / "asyncdiff.io_asyncdiffjobs.yaml"
+E2E_NAMESPACE = "default"
+RESTRICTED_LABELS = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+    "pod-security.kubernetes.io/warn=restricted",
+)
+"""The e2e jobs run where platform teams run workloads: a namespace enforcing the restricted Pod Security Standard
+(the local control plane enforces it as Kubernetes does), so every worker pod the operator makes must pass it."""
 
 
 class OperatorProcess:
@@ -180,6 +191,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         )
         operator = OperatorProcess(env, root / "operator.log")
         harness = E2E(cluster, env, operator, root)
+        harness.kubectl("label", "--overwrite", "namespace", E2E_NAMESPACE, *RESTRICTED_LABELS)
         harness.kubectl("apply", "-f", str(CRD))
         operator.start()
         try:

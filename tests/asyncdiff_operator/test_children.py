@@ -123,10 +123,11 @@ def test_pod_override_rendering() -> None:
     assert pod["affinity"] == pod_override["affinity"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "high"
     names = [v["name"] for v in pod["volumes"]]
-    assert names == ["job-spec", "s3-credentials", "models"]
+    assert names == ["job-spec", "s3-credentials", "model-cache", "tmp", "models"]
     assert pod["volumes"][1]["secret"] == {"secretName": "s3-creds"}
     (c,) = pod["containers"]
-    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/etc/asyncdiff", "/var/run/secrets/asyncdiff/s3", "/models"]
+    mounts = [m["mountPath"] for m in c["volumeMounts"]]
+    assert mounts == ["/etc/asyncdiff", "/var/run/secrets/asyncdiff/s3", "/var/cache/asyncdiff", "/tmp", "/models"]
     env = {e["name"]: e for e in c["env"]}
     assert env["ASYNCDIFF_S3_SECRET_DIR"]["value"] == "/var/run/secrets/asyncdiff/s3"
     assert "nvidia.com/gpu" not in c["resources"].get("limits", {})  # gpusPerNode 0: a CPU pod

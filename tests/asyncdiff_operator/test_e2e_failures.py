@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def hang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hang")
+def hang_dir() -> Iterator[Path]:
+    """Outside /tmp: worker pods have an emptyDir at /tmp, and PYTHONPATH=/tmp/... would point into it."""
+    folder = Path(tempfile.mkdtemp(prefix="asyncdiff-hang-", dir="/var/tmp"))
     (folder / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def apply(e2e: E2E, name: str, env: list[dict[str, str]], **run_policy: Any) -> None:

@@ -157,7 +157,8 @@ def test_no_settings_render_as_before() -> None:
     pod = _pod(CR, OperatorSettings())
     (c,) = pod["containers"]
     assert c["image"] == DEFAULT_IMAGE and "imagePullPolicy" not in c
-    assert [v["name"] for v in pod["volumes"]] == ["job-spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["job-spec", "model-cache", "tmp"]  # emptyDirs without sizeLimit
+    assert all(v["emptyDir"] == {} for v in pod["volumes"][1:])
     assert not {"nodeSelector", "tolerations", "serviceAccountName"} & pod.keys()
     assert _output(CR, OperatorSettings()) == {"uri": "s3://b/out", "quality": 90, "forcePathStyle": False}
 
@@ -196,7 +197,8 @@ def test_job_fields_replace_worker_defaults_whole() -> None:
     }
     pod = _pod(_cr(pod=own), from_env(FULL_ENV))
     (c,) = pod["containers"]
-    assert c["resources"] == {"limits": {"memory": "8Gi", "nvidia.com/gpu": "2"}}  # no default requests merged in
+    # no default requests merged in: only the built-in cpu floor (the memory limit implies an equal request)
+    assert c["resources"] == {"limits": {"memory": "8Gi", "nvidia.com/gpu": "2"}, "requests": {"cpu": "1"}}
     assert pod["nodeSelector"] == {"zone": "a"} and pod["serviceAccountName"] == "mine"
     assert pod["tolerations"] == [{"key": "spot", "operator": "Exists"}]
     assert "model-cache" not in [v["name"] for v in pod["volumes"]]  # the job mounts its own cache there
@@ -225,4 +227,4 @@ def test_s3_credentials_secret_precedence() -> None:
         assert {"name": "s3-credentials", "mountPath": S3_SECRET_DIR, "readOnly": True} in c["volumeMounts"]
         assert {"name": "ASYNCDIFF_S3_SECRET_DIR", "value": S3_SECRET_DIR} in c["env"]
     pod = _pod(_cr(pod={"s3CredentialsSecret": "mine"}), OperatorSettings())
-    assert [v["name"] for v in pod["volumes"]] == ["job-spec", "s3-credentials"]
+    assert [v["name"] for v in pod["volumes"]] == ["job-spec", "s3-credentials", "model-cache", "tmp"]

@@ -80,11 +80,18 @@ log "MinIO"
 sed "s|MINIO_IMAGE|$MINIO_IMAGE|" "$HERE/minio.yaml" | kubectl apply -f -
 kubectl -n minio rollout status deployment/minio --timeout=300s
 
+restricted_overrides() {  # the securityContext a pod needs in the jobs namespace (Pod Security "restricted")
+  local pod='"securityContext":{"runAsNonRoot":true,"runAsUser":10001,"seccompProfile":{"type":"RuntimeDefault"}}'
+  local ctr='"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}}'
+  printf '{"apiVersion":"v1","spec":{%s,"containers":[{"name":"%s",%s}]}}' "$pod" "$1" "$ctr"
+}
+
 s3_pod() {  # s3_pod NAME ARGS...: run s3check.py in the worker image, print its log, fail when it fails
   local name="$1"; shift
   kubectl -n "$JOBS_NS" delete pod "$name" --ignore-not-found >/dev/null
   kubectl -n "$JOBS_NS" run "$name" --image="$WORKER_IMAGE" --image-pull-policy=Never --restart=Never \
     --env="S3_ENDPOINT=$S3_ENDPOINT" --env="AWS_ACCESS_KEY_ID=$S3_USER" --env="AWS_SECRET_ACCESS_KEY=$S3_PASSWORD" \
+    --override-type=strategic --overrides="$(restricted_overrides "$name")" \
     --command -- python -c "$(cat "$HERE/s3check.py")" "$@" >/dev/null
   kubectl -n "$JOBS_NS" wait "pod/$name" --for=jsonpath='{.status.phase}'=Succeeded --timeout=180s \
     || { kubectl -n "$JOBS_NS" logs "pod/$name" || true; return 1; }
@@ -93,6 +100,9 @@ s3_pod() {  # s3_pod NAME ARGS...: run s3check.py in the worker image, print its
 
 log "namespace $JOBS_NS, S3 credentials Secret, bucket"
 kubectl create namespace "$JOBS_NS" --dry-run=client -o yaml | kubectl apply -f -
+# Workloads where platform teams run them: the jobs namespace enforces the restricted Pod Security Standard.
+kubectl label --overwrite namespace "$JOBS_NS" pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/warn=restricted
 kubectl -n "$JOBS_NS" create secret generic asyncdiff-s3 \
   --from-literal=AWS_ACCESS_KEY_ID="$S3_USER" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_PASSWORD" \
   --dry-run=client -o yaml | kubectl apply -f -

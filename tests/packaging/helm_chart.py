@@ -27,6 +27,19 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "peering-clusterwide": {"operator": {"peering": True}},
     "peering-namespaces": {"operator": {"peering": True, "watchNamespaces": ["team-a"]}},
     "no-crds-no-rbac": {"crds": {"install": False}, "rbac": {"create": False}, "serviceAccount": {"create": False}},
+    "admission-policy": {"security": {"admissionPolicy": True}, "operator": {"watchNamespaces": ["ml"]}},
+    "security": {
+        "security": {"allowPrivilegedPods": True, "admissionPolicy": True},
+        "s3": {"endpoint": "http://minio.storage.svc:9000"},
+        "networkPolicy": {
+            "enabled": True,
+            "s3Peers": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}},
+                {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+            ],
+        },
+        "worker": {"tmpSizeLimit": "1Gi"},
+    },
     "full": {
         "image": {
             "operator": {"repository": "registry.example/adiff-op", "tag": "1.2.3", "pullPolicy": "Always"},

@@ -133,6 +133,25 @@ def test_worker_targets() -> None:
     assert "build_tiny_pipeline" in " ".join(_values(cpu, "RUN"))
 
 
+@pytest.mark.parametrize("target", ["worker", "worker-cpu"])
+def test_worker_images_fit_the_restricted_read_only_pod(target: str) -> None:
+    """The operator runs workers as uid/gid 10001 with a read-only root filesystem and emptyDirs at /tmp and the
+    cache VOLUME: the image's user must be that uid and every path the image points a writer at must lie in them."""
+    from asyncdiff_operator import podsecurity
+
+    stage = _stages()[target]
+    uid = podsecurity.WORKER_UID
+    assert _values(stage, "USER")[-1] == f"{uid}:{uid}"
+    assert _values(stage, "VOLUME") == [f'["{podsecurity.CACHE_DIR}"]']
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(_values(stage, "ENV"))))
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # site-packages is read-only
+    for name in ("ASYNCDIFF_MODEL_CACHE", "HF_HOME"):
+        assert env[name].startswith(podsecurity.CACHE_DIR + "/"), (name, env[name])
+        assert dict(podsecurity.WRITABLE_ENV)[name] == env[name]  # the pod says the same as the image
+    runs = " ".join(_values(stage, "RUN"))
+    assert f"--uid {uid} --gid {uid}" in runs and f"chown -R {uid}:{uid} {podsecurity.CACHE_DIR}" in runs
+
+
 def test_pins_match_the_project() -> None:
     args = _global_args()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]

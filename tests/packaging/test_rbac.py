@@ -44,9 +44,20 @@ def _main_disables_scanning() -> bool:
     return False
 
 
+def _blocks_owner_deletion() -> bool:
+    """Whether the children's owner references set blockOwnerDeletion (then, under the
+    OwnerReferencesPermissionEnforcement admission plugin, creating them needs ``update`` on the owner's
+    ``/finalizers``)."""
+    from asyncdiff_operator.children import owner_reference
+
+    return bool(owner_reference({"metadata": {"name": "n", "uid": "u"}}).get("blockOwnerDeletion"))
+
+
 def required(scanned: list[k8s_calls.Found], *, clusterwide: bool, peering: bool) -> set[Triple]:
     """What the operator needs in this mode: its scanned calls plus kopf's framework needs."""
     needs = {f.triple for f in scanned}
+    if _blocks_owner_deletion():  # the owner of every child is the AsyncDiffJob (the CRD's group and plural)
+        needs |= {("asyncdiff.io", f"{plural}/finalizers", "update") for plural in _status_plurals()}
     if peering:
         plural = "clusterkopfpeerings" if clusterwide else "kopfpeerings"
         needs |= {("kopf.dev", plural, verb) for verb in ("list", "watch", "patch")}
@@ -82,6 +93,30 @@ def test_rules_cover_every_call_and_nothing_else(
     where = {t: sorted({f.where for f in scanned if f.triple == t}) for t in missing}
     assert not missing, f"calls without a rule in operator/asyncdiff_operator/rbac.py: {where}"
     assert not sorted(have - need), f"rules that serve no call: {sorted(have - need)}"
+
+
+def test_finalizers_update_is_granted_for_owner_references() -> None:
+    assert _blocks_owner_deletion()
+    for clusterwide, peering in MODES:
+        assert ("asyncdiff.io", "asyncdiffjobs/finalizers", "update") in granted(
+            clusterwide=clusterwide, peering=peering
+        )
+
+
+@pytest.mark.parametrize("values", sorted(VALUE_SETS))
+def test_the_operator_can_never_read_secrets(values: str) -> None:
+    """No rule (in rbac.py or in any rendered chart) lets the operator read, list or watch Secrets: it never needs
+    their contents (workers mount them by name)."""
+    for clusterwide, peering in MODES:
+        rules = rbac.namespaced_rules(clusterwide=clusterwide, peering=peering)
+        rules += rbac.cluster_rules(clusterwide=clusterwide, peering=peering)
+        assert not [r for r in rules if r.resource in ("secrets", "*")], rules
+    objects = render(VALUE_SETS[values])
+    for role in by_kind(objects, "Role") + by_kind(objects, "ClusterRole"):
+        for rule in role["rules"]:
+            resources = set(rule["resources"])
+            assert not resources & {"secrets", "*"} or not set(rule["verbs"]) & {"get", "list", "watch", "*"}, rule
+            assert "*" not in rule["apiGroups"] and "*" not in rule["verbs"], rule
 
 
 def test_rule_scopes() -> None:

@@ -13,6 +13,10 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create"]
+# kube.create_if_absent: a job's NetworkPolicy
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
 # kube.observe, shard_kube: the attempt's (one shard's) pods by label selector; shard_reconcile.delete_pod: a stalled shard's pod
 - apiGroups: [""]
   resources: ["pods"]
@@ -33,6 +37,10 @@
 - apiGroups: ["asyncdiff.io"]
   resources: ["asyncdiffjobs/status"]
   verbs: ["patch"]
+# children.owner_reference sets blockOwnerDeletion: OwnerReferencesPermissionEnforcement (OpenShift) needs it
+- apiGroups: ["asyncdiff.io"]
+  resources: ["asyncdiffjobs/finalizers"]
+  verbs: ["update"]
 # kopf.event transitions and kopf's own handler-failure events
 - apiGroups: [""]
   resources: ["events"]

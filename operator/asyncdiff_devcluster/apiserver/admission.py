@@ -4,7 +4,9 @@ Why: clients read back what the server filled in: a Pod's ``status.phase: Pendin
 defaults, a Job's generated selector and ``controller-uid`` labels, a Service's ClusterIP, a
 ``Secret.stringData`` folded into ``data``, a CRD's ``Established`` condition. The operator and kubectl
 depend on those, and on the 422s for the few invalid shapes an operator can produce by mistake
-(a Job with ``restartPolicy: Always``, an immutable Job template being changed).
+(a Job with ``restartPolicy: Always``, an immutable Job template being changed). Pod Security Admission
+(``podsecurity.py``) and ValidatingAdmissionPolicies (``vap.py``) run after them: they may refuse a write or answer
+warnings, which the API returns as ``Warning`` headers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FieldError, invalid
+from ..errors import FieldError, forbidden, invalid
+from . import podsecurity, vap
 from .resources import ResourceType
 
 if TYPE_CHECKING:
@@ -25,16 +28,83 @@ JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 
-def on_create(api: Api, rt: ResourceType, obj: dict[str, Any]) -> None:
+def on_create(api: Api, rt: ResourceType, obj: dict[str, Any]) -> list[str]:
+    """Default and validate a new object; returns admission warnings."""
     handler = _CREATE.get((rt.group, rt.plural))
     if handler is not None:
         handler(api, rt, obj)
+    return _pod_security(api, rt, obj, None, None) + vap.admit(api, rt, obj, None, None)
 
 
-def on_update(api: Api, rt: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str | None) -> None:
+def on_update(
+    api: Api, rt: ResourceType, new: dict[str, Any], old: dict[str, Any], subresource: str | None
+) -> list[str]:
+    """Default and validate an update; returns admission warnings."""
     handler = _UPDATE.get((rt.group, rt.plural))
     if handler is not None:
         handler(api, rt, new, old, subresource)
+    return _pod_security(api, rt, new, old, subresource) + vap.admit(api, rt, new, old, subresource)
+
+
+# ---------------------------------------------------------------------------------------------- pod security
+
+
+def _namespace_labels(api: Api, namespace: str) -> dict[str, str]:
+    ns = api.store.get(("", "namespaces"), "", namespace) or {}
+    return dict((ns.get("metadata") or {}).get("labels") or {})
+
+
+def _images(pod: dict[str, Any]) -> list[Any]:
+    spec = pod.get("spec") or {}
+    return [c.get("image") for group in ("initContainers", "containers") for c in spec.get(group) or []]
+
+
+def _pod_security(
+    api: Api, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, subresource: str | None
+) -> list[str]:
+    """Pod Security Admission (``podsecurity.py``) for pods, workload templates and namespace labels."""
+    key = (rt.group, rt.plural)
+    meta = obj.get("metadata") or {}
+    if key == ("", "namespaces"):
+        return _namespace_security(api, obj, old) if subresource is None else []
+    if key == ("", "pods"):
+        if subresource is not None or (old is not None and _images(obj) == _images(old)):
+            return []  # only image changes are significant pod updates
+        decision = podsecurity.admit_pod(
+            _namespace_labels(api, meta.get("namespace", "")), meta, obj.get("spec") or {}, enforce=True
+        )
+        if decision.forbidden is not None:
+            name = meta.get("name", "")
+            raise forbidden(f'pods "{name}" is forbidden: {decision.forbidden}', plural="pods", name=name)
+        return decision.warnings or []
+    template = podsecurity.template_of(rt.group, rt.plural, obj) if subresource is None else None
+    if template is None:
+        return []
+    decision = podsecurity.admit_pod(
+        _namespace_labels(api, meta.get("namespace", "")),
+        template.get("metadata") or {},
+        template.get("spec") or {},
+        enforce=False,
+    )
+    return decision.warnings or []
+
+
+def _namespace_security(api: Api, obj: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    policy, errors = podsecurity.policy_for(labels)
+    old_policy, old_errors = podsecurity.policy_for(((old or {}).get("metadata") or {}).get("labels"))
+    if errors and (old is None or errors != old_errors):
+        raise invalid(
+            "Namespace",
+            "",
+            obj["metadata"]["name"],
+            [FieldError("FieldValueInvalid", f"metadata.labels[{e.label}]", e.detail, e.value) for e in errors],
+        )
+    if old is None:
+        return []
+    name = obj["metadata"]["name"]
+    pods = api.store.items(("", "pods"), name)
+    return podsecurity.namespace_warnings(name, old_policy.enforce, policy.enforce, pods)
 
 
 # ---------------------------------------------------------------------------------------------- pods

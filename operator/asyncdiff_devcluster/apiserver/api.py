@@ -272,7 +272,7 @@ class Api:
         if "status" in rt.subresources:
             obj.pop("status", None)
         obj, warnings = self._schema_pass(rt, obj, field_validation)
-        admission.on_create(self, rt, obj)
+        warnings += admission.on_create(self, rt, obj)
         if rt.plural == "selfsubjectaccessreviews":
             return WriteResult(self.output(rt, obj), warnings, created=True)
         if dry_run:
@@ -378,7 +378,7 @@ class Api:
                         ],
                     )
         new, warnings = self._schema_pass(rt, new, field_validation, existing)
-        admission.on_update(self, rt, new, existing, subresource)
+        warnings += admission.on_update(self, rt, new, existing, subresource)
         if subresource is None and _spec_part(new) != _spec_part(existing):
             new["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]

@@ -54,10 +54,15 @@ class Target:
     subresource: str | None
 
 
+def _quoted(text: str) -> str:
+    """The inside of an RFC 7230 quoted-string (client-go's warning header parser unescapes ``\\"`` and ``\\\\``)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _json(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     headers = {}
     if warnings:
-        headers["Warning"] = ", ".join(f'299 - "{w.replace(chr(34), chr(39))}"' for w in warnings)
+        headers["Warning"] = ", ".join(f'299 - "{_quoted(w)}"' for w in warnings)
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
         status=status,

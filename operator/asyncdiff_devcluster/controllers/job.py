@@ -142,6 +142,8 @@ class JobController(Controller):
         self.backoff_max = backoff_max
         self._last_failure: dict[str, float] = {}
         self._index_failures: dict[tuple[str, int], int] = {}
+        self._failed_create: dict[str, str] = {}
+        """Last FailedCreate message per Job uid: one event per distinct error (client-go aggregates repeats)."""
 
     # ------------------------------------------------------------------ events
 
@@ -500,9 +502,18 @@ class JobController(Controller):
                     )
         if not pod_meta["annotations"]:
             del pod_meta["annotations"]
-        pod = self.api.create(
-            self.api.rt("v1", "pods"), meta.get("namespace", ""), {"metadata": pod_meta, "spec": spec}
-        ).obj
+        try:
+            pod = self.api.create(
+                self.api.rt("v1", "pods"), meta.get("namespace", ""), {"metadata": pod_meta, "spec": spec}
+            ).obj
+        except ApiError as exc:  # e.g. refused by Pod Security Admission: Kubernetes' job-controller event, then retry
+            message = f"Error creating: {exc.message}"
+            if exc.code != 409 and self._failed_create.get(meta["uid"]) != message:
+                self._failed_create[meta["uid"]] = message
+                self.api.record_event(
+                    self._ref(job), "FailedCreate", message, type_="Warning", component="job-controller"
+                )
+            raise
         self.api.record_event(
             self._ref(job),
             "SuccessfulCreate",
