@@ -1,7 +1,8 @@
 """The HTTP surface: URL routing, content negotiation, watch streaming and logs, on aiohttp.
 
 Why: kopf, kubectl and the kubernetes client only ever see this layer, so it carries the wire-level
-details they depend on: 201 on create, ``kind: Status`` errors, JSON (never octet-stream) watch streams
+details they depend on: protobuf request bodies from typed client-go clients (``protobuf.py``; answers
+are JSON), 201 on create, ``kind: Status`` errors, JSON (never octet-stream) watch streams
 of newline-delimited events, ``ERROR``/410 events for expired resourceVersions, ``BOOKMARK`` events
 (including the ``k8s.io/initial-events-end`` one of streaming lists), ``as=Table`` answers, ``Warning``
 headers, and ``text/plain`` Pod logs with ``follow``.
@@ -20,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from ..errors import ApiError, bad_request, method_not_allowed, not_found, unsupported_media_type
-from . import discovery, openapi, tables
+from . import discovery, openapi, protobuf, tables
 from .api import Api, now_rfc3339
 from .resources import ResourceType
 from .selectors import object_predicate
@@ -73,13 +74,12 @@ def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
-def _refuse_protobuf(content_type: str) -> None:
-    """Bodies are JSON only; a 415 makes client-go (kubectl create/auth) retry the request as JSON."""
+def _refuse_protobuf_patch(content_type: str) -> None:
+    """Patches are JSON or YAML in Kubernetes too: a protobuf patch type does not exist."""
     if "protobuf" in content_type:
         raise unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: "
-            f'"{JSON_TYPE}" (the asyncdiff dev cluster does not decode protobuf: use kubectl apply -f '
-            "instead of kubectl create <generator>)"
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         )
 
 
@@ -210,7 +210,8 @@ class HttpFrontend:
         if not raw:
             return None
         ctype = request.headers.get("Content-Type", JSON_TYPE)
-        _refuse_protobuf(ctype)
+        if ctype.split(";")[0].strip() == protobuf.PROTOBUF_TYPE:
+            return protobuf.decode_body(raw)
         if "yaml" in ctype:
             try:
                 return yaml.safe_load(raw)
@@ -298,7 +299,7 @@ class HttpFrontend:
             raise method_not_allowed("PATCH is only supported on objects")
         q = request.query
         raw = await request.read()
-        _refuse_protobuf(request.headers.get("Content-Type", ""))
+        _refuse_protobuf_patch(request.headers.get("Content-Type", ""))
         result = self.api.patch(
             t.rt,
             t.namespace or "",
