@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from ..errors import ApiError, bad_request, method_not_allowed, not_found, unsupported_media_type
-from . import discovery, openapi, protobuf, tables
+from . import discovery, fieldmanager, openapi, protobuf, tables
 from .api import Api, now_rfc3339
 from .resources import ResourceType
 from .selectors import object_predicate
@@ -81,6 +81,10 @@ def _refuse_protobuf_patch(content_type: str) -> None:
             "the body of the request was in an unknown format - accepted media types include: "
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         )
+
+
+def _manager(request: web.Request) -> str | None:
+    return fieldmanager.manager_from(request.query.get("fieldManager"), request.headers.get("User-Agent"))
 
 
 def _truthy(value: str | None) -> bool:
@@ -267,7 +271,12 @@ class HttpFrontend:
                 return _json(self._bind(t, body), 201)
             raise method_not_allowed("POST is only supported on collections")
         result = self.api.create(
-            t.rt, ns, body, dry_run=q.get("dryRun") == "All", field_validation=q.get("fieldValidation", "")
+            t.rt,
+            ns,
+            body,
+            dry_run=q.get("dryRun") == "All",
+            field_validation=q.get("fieldValidation", ""),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201, result.warnings)
 
@@ -291,6 +300,7 @@ class HttpFrontend:
             subresource=sub,
             dry_run=q.get("dryRun") == "All",
             field_validation=q.get("fieldValidation", ""),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201 if result.created else 200, result.warnings)
 
@@ -310,6 +320,7 @@ class HttpFrontend:
             dry_run=q.get("dryRun") == "All",
             field_validation=q.get("fieldValidation", ""),
             force=_truthy(q.get("force")),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201 if result.created else 200, result.warnings)
 
