@@ -473,6 +473,42 @@ def _operator_md(op: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _chaos_md(ch: dict[str, Any]) -> list[str]:
+    plan, chaos, out = ch["plan"], ch["chaos"], ch["outputs"]
+    lines = [
+        "## Chaos run on the local control plane",
+        "",
+        f"`bench/chaos.py` ({ch.get('mode', '?')}): a job of {plan['outputs']} outputs (tiny SD 1.5, "
+        f"{plan['steps']} steps, 2 gloo ranks) while for {plan['duration_s']:.0f} s the operator is SIGKILLed every "
+        f"{plan['kill_every_s'][0]:.0f}-{plan['kill_every_s'][1]:.0f} s (restarted at once), a random worker pod is "
+        f"deleted every {plan['delete_every_s']:.0f} s and the S3 server is stopped for {plan['s3_outage_s']:.0f} s "
+        f"once. Time lost = chaos wall time - a calm run of the same job. Stuck = the CR's status (phase, attempts, "
+        f"outputs done, step, last progress time, Running condition) unchanged for more than "
+        f"{ch['stuck_threshold_s']:.0f} s (2 reconcile intervals) before the job finished.",
+        "",
+        "| result | value |",
+        "|---|---|",
+        f"| final phase, attempts | {chaos['phase']}, {chaos['attempts']} |",
+        f"| every output exactly once / manifest complete | {out.get('exactly_once')} / "
+        f"{out.get('manifest_complete')} |",
+        f"| outputs rendered more than once (uploads of the same key) | "
+        f"{out.get('outputs_rendered_more_than_once')} of {plan['outputs']} "
+        f"({out.get('extra_renders')} extra renders) |",
+        f"| wall time: chaos / calm / lost | {chaos['wall_seconds']:.0f} s / {ch['baseline_seconds']:.0f} s / "
+        f"{chaos['time_lost_seconds']:.0f} s |",
+        f"| chaos events | {len(ch['events'])} (operator starts: {chaos['operator_starts']}) |",
+        f"| stuck intervals | {len(ch['stuck_intervals'])}, {ch['stuck_seconds_total']:.0f} s in all |",
+        "",
+    ]
+    if ch["stuck_intervals"]:
+        lines += ["| stuck from (s) | to (s) | seconds | overlapping chaos events |", "|---|---|---|---|"]
+        for st in ch["stuck_intervals"]:
+            lines.append(
+                f"| {st['start_s']:.1f} | {st['end_s']:.1f} | {st['seconds']:.1f} | {', '.join(st['causes'])} |"
+            )
+    return lines
+
+
 def write_summary(results: Path) -> Path:
     run = _load(results, "run_all") or {}
     library = _load(results, "library_summary")
@@ -497,6 +533,8 @@ def write_summary(results: Path) -> Path:
     lines += [*_comm_md(library, speed, _load(results, "traffic_real_size")), ""]
     lines += (_fidelity_md(fid) if fid else ["## Fidelity: no results yet"]) + [""]
     lines += (_operator_md(op) if op else ["## Operator scale: no results yet"]) + [""]
+    chaos = _load(results, "chaos")
+    lines += (_chaos_md(chaos) if chaos else ["## Chaos run: no results yet"]) + [""]
     lines += [
         "## GPU",
         "",

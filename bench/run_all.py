@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "fidelity", "operator")
+PARTS = ("train", "library", "traffic", "speed", "fidelity", "operator", "chaos")
 
 
 def _log(msg: str) -> None:
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             "operator",
             lambda: _write(results, "operator_scale", {"mode": mode, **operator_scale.run(args.quick, _log)}),
         )
+    if "chaos" in parts:
+        from bench import chaos
+
+        timed("chaos", lambda: _write(results, "chaos", {"mode": mode, **chaos.run(args.quick, _log)}))
     total = time.perf_counter() - started
     run = {
         "mode": mode,
