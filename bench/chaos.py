@@ -400,8 +400,18 @@ def run(quick: bool, log: Callable[[str], None] = print, plan: Plan | None = Non
                         assert s3_stopped_at is not None
                         events.append(Event(s3_stopped_at, "s3-stopped", f"{now - s3_stopped_at:.1f} s", until=now))
                         s3_stopped_at = None
-                log(f"  chaos over after {time.monotonic() - t0:.0f} s: {len(events)} events; waiting for the job")
-                final = _wait_finished(get, 1800)
+                # bounded: a job that never finishes is a finding (reported with its open stuck interval), not a hang
+                finish_timeout = max(300.0, 4 * result["baseline_seconds"])
+                log(
+                    f"  chaos over after {time.monotonic() - t0:.0f} s: {len(events)} events; waiting up to "
+                    f"{finish_timeout:.0f} s for the job"
+                )
+                try:
+                    final = _wait_finished(get, finish_timeout)
+                    finished = True
+                except RuntimeError:
+                    final, finished = get(), False
+                    result["children_at_timeout"] = _children(api, "chaos")
                 wall = time.monotonic() - t0
             finally:
                 sampler.stop()
@@ -411,12 +421,17 @@ def run(quick: bool, log: Callable[[str], None] = print, plan: Plan | None = Non
             result["samples"] = len(sampler.samples)
             status = final["status"]
             result["chaos"] = {
+                "finished": finished,
                 "phase": status.get("phase"),
                 "wall_seconds": wall,
                 "attempts": status.get("attempts"),
                 "last_failure": status.get("lastFailure"),
                 "operator_starts": operator.starts,
-                "time_lost_seconds": wall - result["baseline_seconds"],
+                "time_lost_seconds": wall - result["baseline_seconds"] if finished else None,
+                "note": ""
+                if finished
+                else f"not finished {wall:.0f} s after it was created: time lost is unbounded (the job would stay "
+                f"{status.get('phase')} forever); see children_at_timeout and the last stuck interval",
             }
             stuck = stuck_intervals(sampler.samples, threshold)
             result["stuck_intervals"] = [
@@ -429,11 +444,13 @@ def run(quick: bool, log: Callable[[str], None] = print, plan: Plan | None = Non
             result["operator_log_tail"] = (tmp / "operator.log").read_text(errors="replace")[-1500:]
     chaos = result["chaos"]
     out = result["outputs"]
+    lost = "unbounded" if chaos["time_lost_seconds"] is None else f"{chaos['time_lost_seconds']:.0f} s"
     log(
-        f"  chaos job: {chaos['phase']} in {chaos['wall_seconds']:.0f} s (baseline {result['baseline_seconds']:.0f} s,"
-        f" lost {chaos['time_lost_seconds']:.0f} s), {chaos['attempts']} attempts; exactly once: {out['exactly_once']},"
-        f" manifest complete: {out['manifest_complete']}; rendered more than once: "
-        f"{out['outputs_rendered_more_than_once']}/{plan.outputs}; stuck intervals > {threshold:.0f} s: "
+        f"  chaos job: {chaos['phase']} after {chaos['wall_seconds']:.0f} s "
+        f"(baseline {result['baseline_seconds']:.0f} s, lost {lost}), {chaos['attempts']} attempts; "
+        f"exactly once: {out.get('exactly_once')},"
+        f" manifest complete: {out.get('manifest_complete')}; rendered more than once: "
+        f"{out.get('outputs_rendered_more_than_once')}/{plan.outputs}; stuck intervals > {threshold:.0f} s: "
         f"{len(result['stuck_intervals'])} ({result['stuck_seconds_total']:.0f} s)"
     )
     return result
@@ -459,6 +476,26 @@ def _outputs(s3: Any, prefix: str, expected: int) -> dict[str, Any]:
     indices = sorted(int(o.get("index", -1)) for o in manifest.get("outputs", []))
     report["manifest_complete"] = indices == list(range(expected)) and bool(manifest.get("timings"))
     return report
+
+
+def _children(api: Any, name: str) -> list[dict[str, Any]]:
+    """The CR's child Jobs and their pods, as the operator would see them (for a job that did not finish)."""
+    from kubernetes import client
+
+    batch: Any = client.BatchV1Api(api)
+    core: Any = client.CoreV1Api(api)
+    out: list[dict[str, Any]] = []
+    for job in batch.list_namespaced_job(NAMESPACE, label_selector=f"{JOB_LABEL}={name}").items:
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"job-name={job.metadata.name}").items
+        out.append(
+            {
+                "job": job.metadata.name,
+                "conditions": [f"{c.type}={c.status} ({c.reason})" for c in job.status.conditions or []],
+                "failed": job.status.failed,
+                "pods": [f"{p.metadata.name}: {p.status.phase}" for p in pods],
+            }
+        )
+    return out
 
 
 def _key(record: dict[str, Any]) -> str:

@@ -475,6 +475,8 @@ def _operator_md(op: dict[str, Any]) -> list[str]:
 
 def _chaos_md(ch: dict[str, Any]) -> list[str]:
     plan, chaos, out = ch["plan"], ch["chaos"], ch["outputs"]
+    lost_s = chaos.get("time_lost_seconds")
+    lost = "unbounded (not finished) |" if lost_s is None else f"{lost_s:.0f} s |"
     lines = [
         "## Chaos run on the local control plane",
         "",
@@ -494,9 +496,9 @@ def _chaos_md(ch: dict[str, Any]) -> list[str]:
         f"| outputs rendered more than once (uploads of the same key) | "
         f"{out.get('outputs_rendered_more_than_once')} of {plan['outputs']} "
         f"({out.get('extra_renders')} extra renders) |",
-        f"| wall time: chaos / calm / lost | {chaos['wall_seconds']:.0f} s / {ch['baseline_seconds']:.0f} s / "
-        f"{chaos['time_lost_seconds']:.0f} s |",
+        f"| wall time: chaos / calm / lost | {chaos['wall_seconds']:.0f} s / {ch['baseline_seconds']:.0f} s / " + lost,
         f"| chaos events | {len(ch['events'])} (operator starts: {chaos['operator_starts']}) |",
+        *([f"| note | {chaos['note']} |"] if chaos.get("note") else []),
         f"| stuck intervals | {len(ch['stuck_intervals'])}, {ch['stuck_seconds_total']:.0f} s in all |",
         "",
     ]

@@ -3,6 +3,8 @@ exactly-once / re-render report, and the schedule (pure functions; the run itsel
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.chaos import QUICK, Event, Plan, Sample, attribute, output_report, sample_of, schedule, stuck_intervals
 
 
@@ -84,3 +86,25 @@ def test_schedule_follows_the_plan() -> None:
     assert [t for t, a in actions if a == "delete-pod"] == [30.0, 60.0, 90.0, 120.0, 150.0]
     assert [(t, a) for t, a in actions if "s3" in a] == [(75.0, "stop-s3"), (90.0, "start-s3")]
     assert schedule(QUICK) == schedule(QUICK)  # seeded: the same run every time
+
+
+def test_summary_section_reports_a_finished_and_an_unfinished_run() -> None:
+    from bench.report import _chaos_md
+
+    plan = {"outputs": 4, "steps": 2, "duration_s": 60.0, "kill_every_s": [10.0, 20.0], "delete_every_s": 30.0}
+    base: dict[str, Any] = {
+        "mode": "quick",
+        "plan": {**plan, "s3_outage_s": 15.0},
+        "stuck_threshold_s": 2.0,
+        "baseline_seconds": 30.0,
+        "events": [{"t": 30.0, "kind": "pod-deleted"}],
+        "stuck_intervals": [{"start_s": 31.0, "end_s": 45.0, "seconds": 14.0, "causes": ["pod-deleted@30s"]}],
+        "stuck_seconds_total": 14.0,
+        "outputs": {"exactly_once": True, "manifest_complete": True, "outputs_rendered_more_than_once": 2},
+    }
+    done = {"phase": "Succeeded", "attempts": 2, "wall_seconds": 80.0, "time_lost_seconds": 50.0, "operator_starts": 5}
+    text = "\n".join(_chaos_md({**base, "chaos": done}))
+    assert "| 50 s |" in text.replace("30 s / ", "") and "pod-deleted@30s" in text and "2 of 4" in text
+    stuck = {**done, "phase": "Running", "time_lost_seconds": None, "note": "not finished 400 s after it was created"}
+    text = "\n".join(_chaos_md({**base, "chaos": stuck}))
+    assert "unbounded (not finished)" in text and "not finished 400 s" in text

@@ -240,6 +240,9 @@ class Api:
             raise ApiError(405, "MethodNotAllowed", f"create is not supported on {rt.plural}")
         obj = self._prepare_body(rt, namespace, body)
         meta = obj["metadata"]
+        if rt.plural == "selfsubjectaccessreviews":  # a virtual create: answered, never stored, no name needed
+            admission.on_create(self, rt, obj)
+            return WriteResult(self.output(rt, obj), [], created=True)
         if not meta.get("name"):
             if meta.get("generateName"):
                 for _ in range(10):
@@ -280,8 +283,6 @@ class Api:
             obj["metadata"]["managedFields"] = applied["metadata"].get("managedFields", [])
         else:
             fieldmanager.record_update(None, obj, field_manager, custom=rt.is_custom)
-        if rt.plural == "selfsubjectaccessreviews":
-            return WriteResult(self.output(rt, obj), warnings, created=True)
         if dry_run:
             return WriteResult(self.output(rt, obj), warnings, created=True)
         stored = self.store.put(rt.storage_key, obj)

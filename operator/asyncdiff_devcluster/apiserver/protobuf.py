@@ -1,8 +1,9 @@
 """Decode the Kubernetes protobuf request bodies that client-go sends (``application/vnd.kubernetes.protobuf``).
 
-Why: typed client-go clients (Helm's release storage, ``kubectl create secret|configmap|namespace|serviceaccount``,
-the ``DeleteOptions`` of their deletes) encode request bodies as protobuf whenever the server advertises it, and
-they do not retry as JSON after a 415: Helm cannot store a release at all. The answers stay JSON, which every
+Why: typed client-go clients (Helm's release storage, ``kubectl create secret|configmap|namespace|serviceaccount|
+role|clusterrole|rolebinding|clusterrolebinding``, ``kubectl auth can-i``, the ``DeleteOptions`` of their deletes)
+encode request bodies as protobuf whenever the server advertises it, and they do not retry as JSON after a 415:
+Helm cannot store a release at all. The answers stay JSON, which every
 client accepts (its ``Accept`` header always lists ``application/json`` after protobuf).
 
 The wire format (apimachinery ``runtime/serializer/protobuf``): the 4 bytes ``k8s\\x00`` then a
@@ -14,8 +15,8 @@ Maps are repeated entries {1 key, 2 value}; ``bytes`` become base64 strings as i
 2 nanos} becomes RFC 3339; ``FieldsV1`` {1 raw JSON} becomes that JSON.
 
 The field maps below cover the kinds those clients send, with field numbers from ``generated.proto`` of
-k8s.io/api core/v1 and k8s.io/apimachinery meta/v1. A kind without a map answers 415 naming the kinds that are
-decoded, so the gap is visible instead of a silently wrong object.
+k8s.io/api core/v1, rbac/v1 and authorization/v1 and k8s.io/apimachinery meta/v1. A kind without a map answers
+415 naming the kinds that are decoded, so the gap is visible instead of a silently wrong object.
 """
 
 from __future__ import annotations
@@ -132,6 +133,59 @@ MESSAGES: dict[str, dict[int, Field]] = {
         7: _f("fieldPath", "string"),
     },
     "LocalObjectReference": {1: _f("name", "string")},
+    # k8s.io/apimachinery meta/v1 LabelSelector (ClusterRole aggregation)
+    "LabelSelector": {
+        1: _map("matchLabels", "string"),
+        2: _f("matchExpressions", "LabelSelectorRequirement", rep=True),
+    },
+    "LabelSelectorRequirement": {
+        1: _f("key", "string"),
+        2: _f("operator", "string"),
+        3: _f("values", "string", rep=True),
+    },
+    # k8s.io/api/rbac/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding)
+    "Role": {1: _f("metadata", "ObjectMeta"), 2: _f("rules", "PolicyRule", rep=True)},
+    "ClusterRole": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("rules", "PolicyRule", rep=True),
+        3: _f("aggregationRule", "AggregationRule"),
+    },
+    "AggregationRule": {1: _f("clusterRoleSelectors", "LabelSelector", rep=True)},
+    "PolicyRule": {
+        1: _f("verbs", "string", rep=True),
+        2: _f("apiGroups", "string", rep=True),
+        3: _f("resources", "string", rep=True),
+        4: _f("resourceNames", "string", rep=True),
+        5: _f("nonResourceURLs", "string", rep=True),
+    },
+    "RoleBinding": {
+        1: _f("metadata", "ObjectMeta"),
+        2: _f("subjects", "Subject", rep=True),
+        3: _f("roleRef", "RoleRef"),
+    },
+    "Subject": {
+        1: _f("kind", "string"),
+        2: _f("apiGroup", "string"),
+        3: _f("name", "string"),
+        4: _f("namespace", "string"),
+    },
+    "RoleRef": {1: _f("apiGroup", "string"), 2: _f("kind", "string"), 3: _f("name", "string")},
+    # k8s.io/api/authorization/v1 (kubectl auth can-i)
+    "SelfSubjectAccessReview": {1: _f("metadata", "ObjectMeta"), 2: _f("spec", "SelfSubjectAccessReviewSpec")},
+    "SelfSubjectAccessReviewSpec": {
+        1: _f("resourceAttributes", "ResourceAttributes"),
+        2: _f("nonResourceAttributes", "NonResourceAttributes"),
+    },
+    "ResourceAttributes": {
+        1: _f("namespace", "string"),
+        2: _f("verb", "string"),
+        3: _f("group", "string"),
+        4: _f("version", "string"),
+        5: _f("resource", "string"),
+        6: _f("subresource", "string"),
+        7: _f("name", "string"),
+    },
+    "NonResourceAttributes": {1: _f("path", "string"), 2: _f("verb", "string")},
 }
 
 # (apiVersion, kind) of a top-level body -> its message. DeleteOptions arrive with apiVersion v1 or
@@ -141,6 +195,11 @@ TOP_LEVEL: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "ConfigMap",
     ("v1", "Namespace"): "Namespace",
     ("v1", "ServiceAccount"): "ServiceAccount",
+    ("rbac.authorization.k8s.io/v1", "Role"): "Role",
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "RoleBinding",  # the same fields
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
 }
 META_KINDS = frozenset({"DeleteOptions"})
 

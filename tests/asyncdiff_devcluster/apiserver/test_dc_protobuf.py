@@ -185,6 +185,15 @@ def test_kubectl_create_generators(kubectl: Callable[..., Any], namespace: str) 
     secret = json.loads(kubectl("get", "secret", "creds", "-n", namespace, "-o", "json").stdout)
     assert base64.b64decode(secret["data"]["AWS_ACCESS_KEY_ID"]) == b"k"
     assert json.loads(kubectl("get", "cm", "cfg", "-n", namespace, "-o", "json").stdout)["data"] == {"a": "1"}
+    kubectl("create", "role", "reader", "-n", namespace, "--verb=get,list", "--resource=pods", "--resource-name=x")
+    kubectl("create", "rolebinding", "rb", "-n", namespace, "--role=reader", f"--serviceaccount={namespace}:robot")
+    role = json.loads(kubectl("get", "role", "reader", "-n", namespace, "-o", "json").stdout)
+    rule = {"apiGroups": [""], "resourceNames": ["x"], "resources": ["pods"], "verbs": ["get", "list"]}
+    assert role["rules"] == [rule]
+    binding = json.loads(kubectl("get", "rolebinding", "rb", "-n", namespace, "-o", "json").stdout)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "robot", "namespace": namespace}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}
+    assert kubectl("auth", "can-i", "create", "pods", "-n", namespace).stdout.strip() == "yes"  # RBAC not enforced
     kubectl("delete", "secret", "creds", "-n", namespace)  # DeleteOptions as protobuf
     gone = kubectl("get", "secret", "creds", "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
