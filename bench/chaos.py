@@ -470,7 +470,9 @@ def _outputs(s3: Any, prefix: str, expected: int) -> dict[str, Any]:
     try:
         manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.json")["Body"].read())
     except Exception as exc:  # reported, not raised: a missing manifest is a finding
-        return {"manifest_complete": False, "manifest_error": repr(exc), "exactly_once": False}
+        report = output_report(expected, [], versions, objects)  # uploads so far, against an empty manifest
+        report.update({"manifest_complete": False, "manifest_error": repr(exc), "exactly_once": False})
+        return report
     keys = [_key(o) for o in manifest.get("outputs", [])]
     report = output_report(expected, keys, versions, objects)
     indices = sorted(int(o.get("index", -1)) for o in manifest.get("outputs", []))
