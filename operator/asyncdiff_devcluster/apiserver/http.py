@@ -83,6 +83,22 @@ def _refuse_protobuf_patch(content_type: str) -> None:
         )
 
 
+def _check_acceptable(request: web.Request) -> None:
+    """Answers are JSON (or text for logs): a client that accepts only protobuf gets 406, as kube-apiserver answers
+    an Accept it cannot serve. client-go always lists application/json after protobuf, so it never sees this."""
+    accept = request.headers.get("Accept", "")
+    if not accept:
+        return
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if all(t == protobuf.PROTOBUF_TYPE or t.endswith("+protobuf") for t in types):
+        raise ApiError(
+            406,
+            "NotAcceptable",
+            f"only the following media types are accepted: {JSON_TYPE}, application/yaml "
+            f"(the asyncdiff dev cluster decodes protobuf requests but answers JSON)",
+        )
+
+
 def _manager(request: web.Request) -> str | None:
     return fieldmanager.manager_from(request.query.get("fieldManager"), request.headers.get("User-Agent"))
 
@@ -158,6 +174,7 @@ class HttpFrontend:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             return _json(listing)
         target = self._resolve(group, version, rest)
+        _check_acceptable(request)
         if method == "GET":
             return await self._get(request, target)
         if method == "POST":

@@ -197,3 +197,12 @@ def test_kubectl_create_generators(kubectl: Callable[..., Any], namespace: str) 
     kubectl("delete", "secret", "creds", "-n", namespace)  # DeleteOptions as protobuf
     gone = kubectl("get", "secret", "creds", "-n", namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_a_client_that_accepts_only_protobuf_gets_406(dev_cluster: RunningDevCluster, namespace: str) -> None:
+    request = urllib.request.Request(
+        f"{dev_cluster.url}/api/v1/namespaces/{namespace}/secrets", headers={"Accept": protobuf.PROTOBUF_TYPE}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=10)
+    assert err.value.code == 406 and json.loads(err.value.read())["reason"] == "NotAcceptable"
