@@ -141,6 +141,25 @@ def stuck_intervals(samples: Sequence[Sample], threshold_s: float) -> list[tuple
     return out
 
 
+def progress_per_attempt(samples: Sequence[Sample]) -> dict[int, int]:
+    """The most outputs the CR reported done during each attempt (what a retry without resume renders again)."""
+    out: dict[int, int] = {}
+    for smp in samples:
+        out[smp.attempts] = max(out.get(smp.attempts, 0), smp.outputs_done)
+    return out
+
+
+def changes(samples: Sequence[Sample]) -> list[list[Any]]:
+    """The timeline compressed to the samples whose fingerprint changed: [t, phase, attempts, done, step, running]."""
+    out: list[list[Any]] = []
+    last: tuple[Any, ...] | None = None
+    for smp in samples:
+        if smp.fingerprint != last:
+            out.append([round(smp.t, 2), smp.phase, smp.attempts, smp.outputs_done, smp.step, smp.running])
+            last = smp.fingerprint
+    return out
+
+
 def attribute(interval: tuple[float, float], events: Sequence[Event], lead_s: float) -> list[str]:
     """The chaos events that overlap ``interval`` or happened up to ``lead_s`` before it started."""
     start, end = interval
@@ -439,6 +458,8 @@ def run(quick: bool, log: Callable[[str], None] = print, plan: Plan | None = Non
                 for a, b in stuck
             ]
             result["stuck_seconds_total"] = sum(b - a for a, b in stuck)
+            result["outputs_done_per_attempt"] = progress_per_attempt(sampler.samples)
+            result["timeline"] = changes(sampler.samples)
             result["outputs"] = _outputs(s3.client(), "runs/chaos", plan.outputs)
             result["baseline_outputs"] = _outputs(s3.client(), "runs/calm", plan.outputs)
             result["operator_log_tail"] = (tmp / "operator.log").read_text(errors="replace")[-1500:]

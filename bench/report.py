@@ -502,6 +502,11 @@ def _chaos_md(ch: dict[str, Any]) -> list[str]:
         f"| wall time: chaos / calm / lost | {chaos['wall_seconds']:.0f} s / {ch['baseline_seconds']:.0f} s / " + lost,
         f"| chaos events | {len(ch['events'])} (operator starts: {chaos['operator_starts']}) |",
         *([f"| note | {chaos['note']} |"] if chaos.get("note") else []),
+        *(
+            [f"| outputs done per attempt (from the CR) | {ch['outputs_done_per_attempt']} |"]
+            if ch.get("outputs_done_per_attempt")
+            else []
+        ),
         f"| stuck intervals | {len(ch['stuck_intervals'])}, {ch['stuck_seconds_total']:.0f} s in all |",
         "",
     ]

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.chaos import QUICK, Event, Plan, Sample, attribute, output_report, sample_of, schedule, stuck_intervals
+from bench.chaos import (
+    QUICK,
+    Event,
+    Plan,
+    Sample,
+    attribute,
+    changes,
+    output_report,
+    progress_per_attempt,
+    sample_of,
+    schedule,
+    stuck_intervals,
+)
 
 
 def s(t: float, phase: str = "Running", done: int = 0, step: int = 0, attempts: int = 1) -> Sample:
@@ -108,3 +120,9 @@ def test_summary_section_reports_a_finished_and_an_unfinished_run() -> None:
     stuck = {**done, "phase": "Running", "time_lost_seconds": None, "note": "not finished 400 s after it was created"}
     text = "\n".join(_chaos_md({**base, "chaos": stuck}))
     assert "unbounded (not finished)" in text and "not finished 400 s" in text
+
+
+def test_progress_per_attempt_and_the_compressed_timeline() -> None:
+    timeline = [s(0.0, attempts=1), s(1.0, done=2, attempts=1), s(2.0, done=0, attempts=2), s(3.0, done=0, attempts=2)]
+    assert progress_per_attempt(timeline) == {1: 2, 2: 0}
+    assert [row[0] for row in changes(timeline)] == [0.0, 1.0, 2.0]
