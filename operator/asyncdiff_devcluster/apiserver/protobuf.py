@@ -16,7 +16,8 @@ Maps are repeated entries {1 key, 2 value}; ``bytes`` become base64 strings as i
 
 The field maps below cover the kinds those clients send, with field numbers from ``generated.proto`` of
 k8s.io/api core/v1, rbac/v1 and authorization/v1 and k8s.io/apimachinery meta/v1. A kind without a map answers
-415 naming the kinds that are decoded, so the gap is visible instead of a silently wrong object.
+415 naming the kinds that are decoded, so the gap is visible instead of a silently wrong object; so does a set
+field that a map does not know (an unknown field at its zero value carries nothing and is skipped).
 """
 
 from __future__ import annotations
@@ -276,6 +277,21 @@ def _is_zero(value: Any) -> bool:
     return value in ("", 0, False) or value is None or value == {} or value == []
 
 
+def _zero_wire(value: int | bytes, depth: int = 0) -> bool:
+    """Whether a raw value is a zero: 0, empty, or a message all of whose fields are zeros (go-to-protobuf sends
+    the zero values of non-pointer fields)."""
+    if isinstance(value, int):
+        return value == 0
+    if not value:
+        return True
+    if depth > 32:
+        return False
+    try:
+        return all(_zero_wire(v, depth + 1) for _, _, v in fields(value))
+    except WireError:
+        return False  # not a message: a non-empty string or bytes
+
+
 def _need(value: int | bytes, field: Field, wire_bytes: bool) -> Any:
     if wire_bytes and not isinstance(value, bytes):
         raise WireError(f"field {field.name}: expected a length-delimited value")
@@ -339,7 +355,12 @@ def decode_message(message: str, data: bytes) -> dict[str, Any]:
     for number, _wire, value in fields(data):
         field = schema.get(number)
         if field is None:
-            continue  # a field newer than this map: ignored, as an older apiserver would
+            if not _zero_wire(value):  # a set field this map does not know: refuse rather than drop it silently
+                raise unsupported_media_type(
+                    f"the asyncdiff dev cluster cannot decode field {number} of the protobuf message {message}: "
+                    f'send the object as "application/json"'
+                )
+            continue  # an unknown field at its zero value carries nothing
         if field.map_value is not None:
             entry = {n: v for n, _, v in fields(_need(value, field, True))}
             key = entry.get(1, b"")

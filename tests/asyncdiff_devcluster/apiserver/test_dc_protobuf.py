@@ -127,6 +127,12 @@ def test_metadata_fields_maps_lists_times_and_pointer_zeros() -> None:
     assert obj["data"] == {"release": "AQI="} and obj["type"] == "helm.sh/release.v1"
 
 
+def test_unknown_fields_at_zero_values_are_skipped() -> None:
+    meta = ld(1, "s") + ld(99, b"") + vi(98, 0) + ld(97, ld(1, b""))
+    obj = protobuf.decode_body(envelope("v1", "Secret", ld(1, meta)))
+    assert obj["metadata"] == {"name": "s"}
+
+
 def test_delete_options_with_negative_and_repeated_fields() -> None:
     raw = vi(1, -1) + ld(2, ld(1, "uid-9") + ld(2, "42")) + ld(4, "Foreground") + ld(5, "All")
     opts = protobuf.decode_body(envelope("v1", "DeleteOptions", raw))
@@ -144,6 +150,8 @@ def test_delete_options_with_negative_and_repeated_fields() -> None:
         (protobuf.MAGIC + b"\x0b", 400, "wire type"),
         (envelope("v1", "Pod", ld(1, ld(1, "p"))), 415, "decodes protobuf bodies only for"),
         (envelope("batch/v1", "Job", b""), 415, "batch/v1 Job"),
+        # a set field the map does not know (ObjectMeta 99) is refused, not dropped; at its zero value it is skipped
+        (envelope("v1", "Secret", ld(1, ld(99, "x"))), 415, "field 99 of the protobuf message ObjectMeta"),
     ],
 )
 def test_bad_bodies_name_the_problem(body: bytes, code: int, text: str) -> None:
