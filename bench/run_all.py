@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch")
+PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch", "chaos")
 
 
 def _log(msg: str) -> None:
@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             "batch",
             lambda: _write(results, "batch_throughput", {"mode": mode, **batch_throughput.run(args.quick, _log)}),
         )
+    if "chaos" in parts:
+        from bench import chaos
+
+        timed("chaos", lambda: _write(results, "chaos", {"mode": mode, **chaos.run(args.quick, _log)}))
     total = time.perf_counter() - started
     run = {
         "mode": mode,

@@ -8,6 +8,7 @@ per-kind admission apply to every writer alike, exactly as they would in front o
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import datetime as dt
@@ -34,7 +35,7 @@ from ..errors import (
     stale,
     unsupported_media_type,
 )
-from . import admission, patch, schema
+from . import admission, fieldmanager, patch, schema
 from .resources import ResourceRegistry, ResourceType
 from .selectors import object_predicate
 from .store import Store
@@ -233,11 +234,16 @@ class Api:
         *,
         dry_run: bool = False,
         field_validation: str = "",
+        field_manager: str | None = None,
+        apply_manager: str | None = None,
     ) -> WriteResult:
         if "create" not in rt.verbs:
             raise ApiError(405, "MethodNotAllowed", f"create is not supported on {rt.plural}")
         obj = self._prepare_body(rt, namespace, body)
         meta = obj["metadata"]
+        if rt.plural == "selfsubjectaccessreviews":  # a virtual create: answered, never stored, no name needed
+            admission.on_create(self, rt, obj)
+            return WriteResult(self.output(rt, obj), [], created=True)
         if not meta.get("name"):
             if meta.get("generateName"):
                 for _ in range(10):
@@ -273,8 +279,11 @@ class Api:
             obj.pop("status", None)
         obj, warnings = self._schema_pass(rt, obj, field_validation)
         warnings += admission.on_create(self, rt, obj)
-        if rt.plural == "selfsubjectaccessreviews":
-            return WriteResult(self.output(rt, obj), warnings, created=True)
+        if apply_manager is not None:
+            applied = fieldmanager.apply({}, obj, apply_manager, custom=rt.is_custom, force=True, merge=_second)
+            obj["metadata"]["managedFields"] = applied["metadata"].get("managedFields", [])
+        else:
+            fieldmanager.record_update(None, obj, field_manager, custom=rt.is_custom)
         if dry_run:
             return WriteResult(self.output(rt, obj), warnings, created=True)
         stored = self.store.put(rt.storage_key, obj)
@@ -294,6 +303,7 @@ class Api:
         dry_run: bool = False,
         field_validation: str = "",
         require_rv: bool | None = None,
+        field_manager: str | None = None,
     ) -> WriteResult:
         existing = self._get_stored(rt, namespace, name)
         obj = self._prepare_body(rt, namespace, body)
@@ -319,7 +329,7 @@ class Api:
                     )
                 ],
             )
-        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation)
+        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation, field_manager)
 
     def _write_update(
         self,
@@ -329,7 +339,10 @@ class Api:
         subresource: str | None,
         dry_run: bool,
         field_validation: str,
+        field_manager: str | None = None,
+        managed: builtins.list[dict[str, Any]] | None = None,
     ) -> WriteResult:
+        """``managed``: the managedFields an apply computed; otherwise ``field_manager``'s changes are recorded."""
         old_meta = existing["metadata"]
         name = old_meta["name"]
         if subresource == "status":
@@ -379,6 +392,14 @@ class Api:
                     )
         new, warnings = self._schema_pass(rt, new, field_validation, existing)
         warnings += admission.on_update(self, rt, new, existing, subresource)
+        if managed is not None:
+            new["metadata"]["managedFields"] = managed
+            if not managed:
+                del new["metadata"]["managedFields"]
+        else:
+            if "managedFields" in old_meta:
+                new["metadata"]["managedFields"] = copy.deepcopy(old_meta["managedFields"])
+            fieldmanager.record_update(existing, new, field_manager, custom=rt.is_custom, subresource=subresource)
         if subresource is None and _spec_part(new) != _spec_part(existing):
             new["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
@@ -412,10 +433,18 @@ class Api:
         dry_run: bool = False,
         field_validation: str = "",
         force: bool = False,
+        field_manager: str | None = None,
     ) -> WriteResult:
         ctype = content_type.split(";")[0].strip()
         if ctype in (APPLY_YAML, APPLY_CBOR):
-            return self._apply(rt, namespace, name, body, subresource, dry_run, field_validation)
+            if not field_manager:
+                raise invalid(
+                    rt.kind,
+                    rt.group,
+                    name,
+                    [FieldError("FieldValueRequired", "fieldManager", "is required for apply patch", has_value=False)],
+                )
+            return self._apply(rt, namespace, name, body, subresource, dry_run, field_validation, field_manager, force)
         payload = _decode(body)
         existing = self.store.get(rt.storage_key, namespace if rt.namespaced else "", name)
         if existing is None:
@@ -441,7 +470,7 @@ class Api:
             raise stale(rt.plural, rt.group, name)
         obj = self._prepare_body(rt, namespace, patched)
         obj["metadata"]["name"] = name
-        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation)
+        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation, field_manager)
 
     def _apply(
         self,
@@ -452,11 +481,11 @@ class Api:
         subresource: str | None,
         dry_run: bool,
         field_validation: str,
+        manager: str,
+        force: bool,
     ) -> WriteResult:
-        """Server-side apply, approximated: create when absent, else a merge (strategic for built-ins).
-
-        Field ownership is not tracked, so fields removed from the applied config are not removed.
-        """
+        """Server-side apply with field ownership (``fieldmanager.apply``): create when absent, else merge the
+        config (strategic for built-ins, JSON merge for CRs), remove what this manager dropped, 409 on conflicts."""
         if isinstance(body, bytes | str):
             try:
                 payload = yaml.safe_load(body)
@@ -466,19 +495,52 @@ class Api:
             payload = body
         if not isinstance(payload, dict):
             raise bad_request("apply patch must be an object")
+        meta = payload.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise bad_request("metadata must be an object")
+        if meta and meta.get("name") and meta["name"] != name:
+            raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
         existing = self.store.get(rt.storage_key, namespace if rt.namespaced else "", name)
         if existing is None:
             if subresource:
                 raise not_found(rt.plural, rt.group, name)
             payload.setdefault("metadata", {})["name"] = name
-            return self.create(rt, namespace, payload, dry_run=dry_run, field_validation=field_validation)
+            return self.create(
+                rt, namespace, payload, dry_run=dry_run, field_validation=field_validation, apply_manager=manager
+            )
         current = self.output(rt, existing)
-        payload = {k: v for k, v in payload.items() if k not in ("apiVersion", "kind")}
-        payload.get("metadata", {}).pop("resourceVersion", None)
-        patched = patch.merge_patch(current, payload) if rt.is_custom else patch.strategic_merge_patch(current, payload)
-        obj = self._prepare_body(rt, namespace, patched)
+        config = copy.deepcopy(payload)
+        config.setdefault("apiVersion", rt.group_version)
+        for key in ("resourceVersion", "managedFields", "uid", "creationTimestamp", "generation", "name", "namespace"):
+            (config.get("metadata") or {}).pop(key, None)
+        if (payload.get("metadata") or {}).get("resourceVersion") not in (
+            None,
+            "",
+            existing["metadata"]["resourceVersion"],
+        ):
+            raise stale(rt.plural, rt.group, name)
+
+        def merge(live: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+            cfg = {k: v for k, v in cfg.items() if k not in ("apiVersion", "kind")}
+            if rt.is_custom:
+                return dict(patch.merge_patch(live, cfg))
+            return dict(patch.strategic_merge_patch(live, cfg))
+
+        merged = fieldmanager.apply(
+            current,
+            config,
+            manager,
+            custom=rt.is_custom,
+            force=force,
+            merge=merge,
+            subresource=subresource,
+            plural=rt.plural,
+            group=rt.group,
+        )
+        managed = merged["metadata"].pop("managedFields", [])
+        obj = self._prepare_body(rt, namespace, merged)
         obj["metadata"]["name"] = name
-        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation)
+        return self._write_update(rt, existing, obj, subresource, dry_run, field_validation, managed=managed)
 
     # ------------------------------------------------------------------ delete
 
@@ -650,6 +712,10 @@ class Api:
         with contextlib.suppress(ApiError):
             created = self.create(self.rt("v1", "events"), namespace, body).obj
             seen[key] = created["metadata"]["name"]
+
+
+def _second(_first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(second)
 
 
 def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:

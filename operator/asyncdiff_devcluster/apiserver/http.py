@@ -1,7 +1,8 @@
 """The HTTP surface: URL routing, content negotiation, watch streaming and logs, on aiohttp.
 
 Why: kopf, kubectl and the kubernetes client only ever see this layer, so it carries the wire-level
-details they depend on: 201 on create, ``kind: Status`` errors, JSON (never octet-stream) watch streams
+details they depend on: protobuf request bodies from typed client-go clients (``protobuf.py``; answers
+are JSON), 201 on create, ``kind: Status`` errors, JSON (never octet-stream) watch streams
 of newline-delimited events, ``ERROR``/410 events for expired resourceVersions, ``BOOKMARK`` events
 (including the ``k8s.io/initial-events-end`` one of streaming lists), ``as=Table`` answers, ``Warning``
 headers, and ``text/plain`` Pod logs with ``follow``.
@@ -21,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from ..errors import ApiError, bad_request, method_not_allowed, not_found, unsupported_media_type
-from . import discovery, openapi, tables
+from . import discovery, fieldmanager, openapi, protobuf, tables
 from .api import Api, now_rfc3339
 from .resources import ResourceType
 from .selectors import object_predicate
@@ -79,14 +80,33 @@ def _wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
 
 
-def _refuse_protobuf(content_type: str) -> None:
-    """Bodies are JSON only; a 415 makes client-go (kubectl create/auth) retry the request as JSON."""
+def _refuse_protobuf_patch(content_type: str) -> None:
+    """Patches are JSON or YAML in Kubernetes too: a protobuf patch type does not exist."""
     if "protobuf" in content_type:
         raise unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: "
-            f'"{JSON_TYPE}" (the asyncdiff dev cluster does not decode protobuf: use kubectl apply -f '
-            "instead of kubectl create <generator>)"
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         )
+
+
+def _check_acceptable(request: web.Request) -> None:
+    """Answers are JSON (or text for logs): a client that accepts only protobuf gets 406, as kube-apiserver answers
+    an Accept it cannot serve. client-go always lists application/json after protobuf, so it never sees this."""
+    accept = request.headers.get("Accept", "")
+    if not accept:
+        return
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if all(t == protobuf.PROTOBUF_TYPE or t.endswith("+protobuf") for t in types):
+        raise ApiError(
+            406,
+            "NotAcceptable",
+            f"only the following media types are accepted: {JSON_TYPE}, application/yaml "
+            f"(the asyncdiff dev cluster decodes protobuf requests but answers JSON)",
+        )
+
+
+def _manager(request: web.Request) -> str | None:
+    return fieldmanager.manager_from(request.query.get("fieldManager"), request.headers.get("User-Agent"))
 
 
 def _truthy(value: str | None) -> bool:
@@ -189,6 +209,7 @@ class HttpFrontend:
             return _json(listing)
         target = self._resolve(group, version, rest)
         self.requests[_request_key(request, target)] += 1
+        _check_acceptable(request)
         if method == "GET":
             return await self._get(request, target)
         if method == "POST":
@@ -245,7 +266,8 @@ class HttpFrontend:
         if not raw:
             return None
         ctype = request.headers.get("Content-Type", JSON_TYPE)
-        _refuse_protobuf(ctype)
+        if ctype.split(";")[0].strip() == protobuf.PROTOBUF_TYPE:
+            return protobuf.decode_body(raw)
         if "yaml" in ctype:
             try:
                 return yaml.safe_load(raw)
@@ -301,7 +323,12 @@ class HttpFrontend:
                 return _json(self._bind(t, body), 201)
             raise method_not_allowed("POST is only supported on collections")
         result = self.api.create(
-            t.rt, ns, body, dry_run=q.get("dryRun") == "All", field_validation=q.get("fieldValidation", "")
+            t.rt,
+            ns,
+            body,
+            dry_run=q.get("dryRun") == "All",
+            field_validation=q.get("fieldValidation", ""),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201, result.warnings)
 
@@ -325,6 +352,7 @@ class HttpFrontend:
             subresource=sub,
             dry_run=q.get("dryRun") == "All",
             field_validation=q.get("fieldValidation", ""),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201 if result.created else 200, result.warnings)
 
@@ -333,7 +361,7 @@ class HttpFrontend:
             raise method_not_allowed("PATCH is only supported on objects")
         q = request.query
         raw = await request.read()
-        _refuse_protobuf(request.headers.get("Content-Type", ""))
+        _refuse_protobuf_patch(request.headers.get("Content-Type", ""))
         result = self.api.patch(
             t.rt,
             t.namespace or "",
@@ -344,6 +372,7 @@ class HttpFrontend:
             dry_run=q.get("dryRun") == "All",
             field_validation=q.get("fieldValidation", ""),
             force=_truthy(q.get("force")),
+            field_manager=_manager(request),
         )
         return _json(result.obj, 201 if result.created else 200, result.warnings)
 

@@ -63,20 +63,6 @@ def test_create_to_watch_event_latency(dev_cluster: RunningDevCluster, namespace
     assert statistics.median(latencies) < 100
 
 
-def test_protobuf_bodies_are_refused_with_415(dev_cluster: RunningDevCluster) -> None:
-    request = urllib.request.Request(
-        f"{dev_cluster.url}/api/v1/namespaces/default/configmaps",
-        data=b"k8s\x00\x0a",
-        method="POST",
-        headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
-    )
-    try:
-        urllib.request.urlopen(request, timeout=5)
-        raise AssertionError("expected 415")
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 415 and json.loads(exc.read())["reason"] == "UnsupportedMediaType"
-
-
 def test_snapshot_survives_a_restart(tmp_path: Path) -> None:
     snapshot = tmp_path / "snapshot.json"
     with running_dev_cluster(tmp_path / "a", snapshot=snapshot) as first:
