@@ -6,7 +6,8 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 ``const`` made an enum, numeric ``exclusiveMinimum`` made the boolean form, ``dict[str, Any]`` (affinity, volumes)
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
 structural schema cannot say are CEL rules (``x-kubernetes-validations``): the devices must fit the nodes and GPUs,
-and the spec is immutable once the operator started the job (``status.attempts > 0``), except
+the job's own cross-field rules (prompts xor promptsFrom, output scheme and format, which inputs a family takes:
+``asyncdiff_worker.spec.rules``, the same rules ``asyncdiff run`` checks), and the spec is immutable once the operator started the job (``status.attempts > 0``), except
 ``runPolicy.suspend``. The immutability rule is generated from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 from asyncdiff_worker.spec import ParallelismSpec
+from asyncdiff_worker.spec.rules import RULES
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 
@@ -106,7 +108,8 @@ _DEVICES = (
 
 
 def spec_rules() -> list[dict[str, str]]:
-    """CEL rules on ``spec``: the job's devices (modelN + stride - 1) fit numNodes and gpusPerNode."""
+    """CEL rules on ``spec``: the job's devices (modelN + stride - 1) fit numNodes and gpusPerNode, then the job's
+    cross-field rules (``asyncdiff_worker.spec.rules``)."""
     return [
         {
             "rule": f"!has(self.runPolicy) || {_DEVICES} % self.runPolicy.numNodes == 0",
@@ -120,6 +123,7 @@ def spec_rules() -> list[dict[str, str]]:
             "message": "runPolicy.gpusPerNode x runPolicy.numNodes must equal the job's devices "
             "(parallelism.modelN + stride - 1), or gpusPerNode must be 0 (CPU-only pods)",
         },
+        *(rule.as_validation() for rule in RULES),
     ]
 
 

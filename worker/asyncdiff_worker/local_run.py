@@ -4,6 +4,11 @@ Why: the same YAML a user gives ``kubectl apply`` should run locally, for trying
 validates the manifest (every wrong field at once), runs the preflight checks, starts torchrun with
 modelN + stride - 1 processes (gloo on CPU, NCCL on local GPUs), shows progress (a bar on a terminal, one line per
 output otherwise) and prints the output URIs from the result manifest. The exit code is the worker's.
+
+The manifest is validated as the cluster validates it: strictly, camelCase names only, the CRD's cross-field rules,
+and ``runPolicy``/``pod`` with the operator's spec model when the operator package is installed (it is plain
+pydantic; the worker never imports kopf). Ctrl-C stops the workers and ends with one line and exit code 24
+(Interrupted), without the children's tracebacks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.launch import LaunchResult, check_before_launch, free_port, run_torchrun, validate
 from asyncdiff_worker.manifest import ResultManifest, read_manifest
 from asyncdiff_worker.progress import render_bar
+from asyncdiff_worker.spec import JobSpec
 from asyncdiff_worker.storage import Storage
 
 
@@ -68,6 +74,20 @@ class _Display:
         self._end_bar()
 
 
+def manifest_spec_model() -> type[JobSpec]:
+    """The CRD's spec model: the operator's ``AsyncDiffJobSpec`` (adds ``runPolicy`` and ``pod``) when installed,
+    else the worker's ``JobSpec`` (which ignores those two fields)."""
+    try:
+        from asyncdiff_operator.api import AsyncDiffJobSpec
+    except ImportError:
+        return JobSpec
+    model: type[JobSpec] = AsyncDiffJobSpec
+    return model
+
+
+INTERRUPTED_LINE = "asyncdiff run: interrupted (Ctrl-C): the workers were stopped, outputs so far are kept"
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="asyncdiff run", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("job", help="AsyncDiffJob manifest (YAML) or a bare spec")
@@ -90,7 +110,7 @@ def run_job(
     """Validate, check, launch and report one job. Returns (exit code, manifest, launch result)."""
     stream = out or sys.stdout
     try:
-        job = validate(job_path)
+        job = validate(job_path, spec_model=manifest_spec_model())
         spec = job.spec
         if nproc is not None and nproc != spec.devices:
             raise SpecError(
@@ -123,6 +143,9 @@ def run_job(
         job_path.resolve(), spec.devices, job_name=identity.name, master_port=free_port(), on_line=display
     )
     display.finish()
+    if result.interrupted:
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return int(ExitCode.INTERRUPTED), None, result
     if result.failure is not None:
         print(f"asyncdiff run: {result.failure.line()}", file=sys.stderr)
         return result.code, None, result
@@ -152,9 +175,13 @@ def main(argv: list[str]) -> int:
         args = _parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code in (0, None) else int(ExitCode.INVALID_SPEC)
-    code, _, _ = run_job(
-        Path(args.job), nproc=args.nproc, job_name=args.job_name, json_lines=args.json, quiet=args.quiet
-    )
+    try:
+        code, _, _ = run_job(
+            Path(args.job), nproc=args.nproc, job_name=args.job_name, json_lines=args.json, quiet=args.quiet
+        )
+    except KeyboardInterrupt:  # before torchrun started (validation, preflight); during it, run_torchrun handles it
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     return code
 
 

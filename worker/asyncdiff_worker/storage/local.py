@@ -2,7 +2,9 @@
 
 Why the same semantics: ``asyncdiff run`` to a local folder and a cluster job to S3 must behave alike: atomic writes
 (a reader never sees half a file; a retried job overwrites), SHA-256 of every output, listing under a prefix.
-File metadata (job uid, seed, ...) lives only in the result manifest.
+File metadata (job uid, seed, ...) lives only in the result manifest. Files get the mode a plain ``open`` would give
+(0666 less the umask, so 0644 usually: readable by the group and by a web server or a colleague), not the 0600 of
+the temporary file they are written through.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from asyncdiff_worker.spec.uris import Location
 from asyncdiff_worker.storage.types import ObjectInfo, ObjectTooLarge, PutResult, StorageNotFound
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, which races with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 class FileBackend:
     """Reads and writes local paths."""
 
@@ -30,6 +43,7 @@ class FileBackend:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             try:
+                os.fchmod(fd, 0o666 & ~_umask())
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                 os.replace(tmp, path)
@@ -51,6 +65,12 @@ class FileBackend:
             return path.read_bytes()
         except OSError as exc:
             raise StorageRejected(f"{loc.uri}: cannot read: {exc.strerror or exc}") from exc
+
+    def download(self, loc: Location, dest: Path) -> int:
+        """Copy a file to ``dest`` (atomically, like ``put``); returns its size."""
+        data = self.get(loc)
+        self.put(Location("file", "", str(dest.resolve())), data, content_type="", metadata={})
+        return len(data)
 
     def list(self, loc: Location) -> list[ObjectInfo]:
         root = loc.path
