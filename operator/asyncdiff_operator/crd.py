@@ -7,9 +7,10 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
 structural schema cannot say are CEL rules (``x-kubernetes-validations``): the devices must fit the nodes and GPUs,
 the job's own cross-field rules (prompts xor promptsFrom, output scheme and format, which inputs a family takes:
-``asyncdiff_worker.spec.rules``, the same rules ``asyncdiff run`` checks), and the spec is immutable once the operator started the job (``status.attempts > 0``), except
-``runPolicy.suspend``. The immutability rule is generated from the models' fields, so a new field is covered.
-The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
+``asyncdiff_worker.spec.rules``, the same rules ``asyncdiff run`` checks), and the spec is immutable once the
+operator started the job (``status.attempts > 0``), except ``runPolicy.suspend``. The immutability rule is
+generated from the models' fields, so a new field is covered. The output is checked in at
+``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Checks that fail a job fast, before torchrun starts or any weights are loaded.
 
 Why: every user error that can be found cheaply (missing model folder, a model folder that is not a diffusers
-pipeline or not of the job's family, a missing prompts file, an unreadable input image, a missing bucket, wrong credentials, an output format
-this machine cannot encode) should cost seconds, not a torchrun start (~7 s of imports per process) plus model
-loading. ``asyncdiff run`` and the launcher run these in the parent; every rank runs them again (cheaply) so a
-worker started by torchrun directly fails with the same codes and messages.
+pipeline or not of the job's family, a missing prompts file, an unreadable input image, a missing bucket, wrong
+credentials, an output format this machine cannot encode) should cost seconds, not a torchrun start (~7 s of imports
+per process) plus model loading. ``asyncdiff run`` and the launcher run these in the parent; every rank runs them
+again (cheaply) so a worker started by torchrun directly fails with the same codes and messages.
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ def check_format_support(spec: JobSpec) -> None:
         )
 
 
-def _check_pipeline_files(
-    files: set[str], source: str, field_name: str, index_json: bytes | None
-) -> dict[str, Any]:
+def _check_pipeline_files(files: set[str], source: str, field_name: str, index_json: bytes | None) -> dict[str, Any]:
     """``files`` are paths relative to the model folder; returns the parsed model_index.json."""
     if "model_index.json" not in files or index_json is None:
         raise ModelCorrupt(f"{field_name}: {source}: not a diffusers pipeline folder (model_index.json is missing)")

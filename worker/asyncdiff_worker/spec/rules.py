@@ -76,7 +76,11 @@ RULES: tuple[Rule, ...] = (
         f"{_FAMILY} != 'svd' || !has(self.generation.promptsFrom)",
         "svd takes no prompts: it animates generation.conditioningImage",
     ),
-    Rule("generation.negativePrompt", f"{_FAMILY} != 'svd' || !has(self.generation.negativePrompt)", "svd takes no prompts"),
+    Rule(
+        "generation.negativePrompt",
+        f"{_FAMILY} != 'svd' || !has(self.generation.negativePrompt)",
+        "svd takes no prompts",
+    ),
     Rule(
         "generation.prompts",
         f"{_FAMILY} == 'svd' || has(self.generation.prompts) || has(self.generation.promptsFrom)",
@@ -108,9 +112,7 @@ RULES: tuple[Rule, ...] = (
     _only("generation.controlImage", ("sdxl-controlnet",), "only sdxl-controlnet uses a control image"),
     _required("generation.controlImage", ("sdxl-controlnet",), "is required for sdxl-controlnet"),
     _only("generation.conditioningImage", ("svd",), "only svd uses a conditioning image"),
-    _required(
-        "generation.conditioningImage", ("svd",), "is required for svd (the image the video starts from)"
-    ),
+    _required("generation.conditioningImage", ("svd",), "is required for svd (the image the video starts from)"),
     _only("generation.numFrames", VIDEO_FAMILIES, "only video families (svd, animatediff) take numFrames"),
     Rule(
         "generation.height",
