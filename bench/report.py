@@ -497,6 +497,17 @@ def write_summary(results: Path) -> Path:
     lines += [*_comm_md(library, speed, _load(results, "traffic_real_size")), ""]
     lines += (_fidelity_md(fid) if fid else ["## Fidelity: no results yet"]) + [""]
     lines += (_operator_md(op) if op else ["## Operator scale: no results yet"]) + [""]
+    dc = _load(results, "devcluster_latency")
+    if dc:
+        w, p = dc["watch_event_ms"], dc["pod_create_to_running_s"]
+        lines += [
+            "## Local control plane latency",
+            "",
+            f"Create -> ADDED watch event over HTTP: p50 {w['p50']} ms, p95 {w['p95']} ms ({w['received']}/"
+            f"{w['creates']} events). Pod create -> Running seen on a watch: p50 {p['p50']} s, max {p['max']} s "
+            f"({p['pods']} pods). Measured here, not bounded in the tests (they run on loaded machines).",
+            "",
+        ]
     lines += [
         "## GPU",
         "",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "fidelity", "operator")
+PARTS = ("train", "library", "traffic", "speed", "fidelity", "operator", "devcluster")
 
 
 def _log(msg: str) -> None:
@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         timed(
             "operator",
             lambda: _write(results, "operator_scale", {"mode": mode, **operator_scale.run(args.quick, _log)}),
+        )
+    if "devcluster" in parts:
+        from bench import devcluster_latency
+
+        timed(
+            "devcluster",
+            lambda: _write(results, "devcluster_latency", {"mode": mode, **devcluster_latency.run(args.quick, _log)}),
         )
     total = time.perf_counter() - started
     run = {
