@@ -86,6 +86,8 @@ def _api_error(exc: Any, namespace: str, name: str | None = None) -> CLIError:
     except (TypeError, ValueError, AttributeError):
         body = None
     if exc.status == 404:
+        if details.get("kind") == "namespaces":
+            return CLIError(f'namespace "{details.get("name") or namespace}" not found (kubectl create namespace ...)')
         if name is not None and details.get("name") == name:
             return CLIError(f'{KIND} "{name}" not found in namespace "{namespace}" (kubectl get adj -n {namespace})')
         return CLIError(_NO_CRD)

@@ -151,6 +151,9 @@ def test_submit_without_an_operator_says_so(plain: E2E, tmp_path: Path) -> None:
 
 def test_submit_of_a_missing_or_bad_file_is_one_line(plain: E2E, tmp_path: Path) -> None:
     kubeconfig = ["--kubeconfig", str(plain.cluster.kubeconfig)]
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(job_manifest("elsewhere", "/m", tmp_path)))
+    one_line_error(cli("submit", str(job), "-n", "nowhere", *kubeconfig), 2, 'namespace "nowhere" not found')
     one_line_error(cli("submit", str(tmp_path / "nope.yaml"), *kubeconfig), 2, "nope.yaml: cannot read")
     (tmp_path / "bad.yaml").write_text("a: [")
     one_line_error(cli("submit", str(tmp_path / "bad.yaml"), *kubeconfig), 2, "bad.yaml: not valid YAML")
