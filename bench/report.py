@@ -646,6 +646,17 @@ def write_summary(results: Path) -> Path:
     lines += (_batch_md(batch) if batch else ["## Batch throughput: no results yet"]) + [""]
     chaos = _load(results, "chaos")
     lines += (_chaos_md(chaos) if chaos else ["## Chaos run: no results yet"]) + [""]
+    dc = _load(results, "devcluster_latency")
+    if dc:
+        w, p = dc["watch_event_ms"], dc["pod_create_to_running_s"]
+        lines += [
+            "## Local control plane latency",
+            "",
+            f"Create -> ADDED watch event over HTTP: p50 {w['p50']} ms, p95 {w['p95']} ms ({w['received']}/"
+            f"{w['creates']} events). Pod create -> Running seen on a watch: p50 {p['p50']} s, max {p['max']} s "
+            f"({p['pods']} pods). Measured here, not bounded in the tests (they run on loaded machines).",
+            "",
+        ]
     lines += [
         "## GPU",
         "",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch", "chaos")
+PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch", "chaos", "devcluster")
 
 
 def _log(msg: str) -> None:
@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench import chaos
 
         timed("chaos", lambda: _write(results, "chaos", {"mode": mode, **chaos.run(args.quick, _log)}))
+    if "devcluster" in parts:
+        from bench import devcluster_latency
+
+        timed(
+            "devcluster",
+            lambda: _write(results, "devcluster_latency", {"mode": mode, **devcluster_latency.run(args.quick, _log)}),
+        )
     total = time.perf_counter() - started
     run = {
         "mode": mode,

@@ -7,9 +7,11 @@ Pydantic's JSON Schema is not a Kubernetes *structural* schema, so it is rewritt
 made ``x-kubernetes-preserve-unknown-fields``, and keys Kubernetes rejects dropped. Cross-field rules that a
 structural schema cannot say are CEL rules (``x-kubernetes-validations``), each the twin of a pydantic check: the
 devices must fit the nodes and GPUs, stride 2 needs two stages, cfgParallel needs guidance, ``metadata.name`` fits
-the children's names (``children.name_problem``), and the spec is immutable once the operator started the job
-(``status.attempts > 0``), except ``runPolicy.suspend`` and ``parallelism.replicas`` (the child Job's parallelism
-follows it). The immutability rule is generated from the models' fields, so a new field is covered.
+the children's names (``children.name_problem``), the job's own cross-field rules (prompts xor promptsFrom, output
+scheme and format, which inputs a family takes: ``asyncdiff_worker.spec.rules``, the same rules ``asyncdiff run``
+checks), and the spec is immutable once the operator started the job (``status.attempts > 0``), except
+``runPolicy.suspend`` and ``parallelism.replicas`` (the child Job's parallelism follows it). The immutability rule
+is generated from the models' fields, so a new field is covered.
 The output is checked in at ``crds/asyncdiff.io_asyncdiffjobs.yaml``; a test fails when it differs.
 """
 
@@ -25,6 +27,7 @@ import yaml
 from asyncdiff.families import FAMILIES
 from asyncdiff_worker.spec import ParallelismSpec
 from asyncdiff_worker.spec.models import UNBATCHABLE_FAMILIES, GenerationSpec
+from asyncdiff_worker.spec.rules import RULES
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 from asyncdiff_operator.children import DNS_LABEL, MAX_NAME_LENGTH
@@ -119,7 +122,8 @@ _DEFAULT_GUIDANCE = float(GenerationSpec.model_fields["guidance_scale"].default)
 def spec_rules() -> list[dict[str, str]]:
     """CEL rules on ``spec``, each the twin of a pydantic check: the job's devices ((modelN + stride - 1) x (2 if
     cfgParallel)) fit numNodes and gpusPerNode; stride 2 needs modelN >= 2; cfgParallel needs a family with guidance
-    and guidanceScale > 1; batchSize > 1 only where batching reproduces one call per seed."""
+    and guidanceScale > 1; batchSize > 1 only where batching reproduces one call per seed; then the job's
+    cross-field rules (``asyncdiff_worker.spec.rules``)."""
     guidance = f"(has(self.generation.guidanceScale) ? double(self.generation.guidanceScale) : {_DEFAULT_GUIDANCE})"
     return [
         {
@@ -159,6 +163,7 @@ def spec_rules() -> list[dict[str, str]]:
             "message": "parallelism.cfgParallel needs generation.guidanceScale > 1 (with guidance off there is no "
             "unconditional half): raise guidanceScale or set cfgParallel false",
         },
+        *(rule.as_validation() for rule in RULES),
     ]
 
 

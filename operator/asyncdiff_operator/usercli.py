@@ -6,15 +6,21 @@ kubectl command. It talks to the cluster through the kubernetes client and the c
 or ``--kubeconfig``), never imports torch, and reads outputs with the worker's storage layer (``file://`` or
 ``s3://`` with the job's endpoint settings; S3 credentials from the environment or ``ASYNCDIFF_S3_SECRET_DIR``).
 
-Exit codes: 0 Succeeded (or submitted with ``--no-follow``), 1 Failed, 2 usage or API errors, 3 timed out.
+Exit codes: 0 Succeeded (or submitted with ``--no-follow``), 1 Failed (or its outputs cannot be read), 2 usage or
+API errors, 3 timed out, 4 no operator picked the job up (``--pickup-timeout``). Every error is one line on stderr,
+``asyncdiff <command>: <what is wrong and what to do>``, never a traceback (``ASYNCDIFF_DEBUG=1`` adds it): no
+kubeconfig, an unreachable API server, the CRD not installed, a job that does not exist, S3 refusing or no
+credentials.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,18 +29,71 @@ import yaml
 from asyncdiff_operator import reasons
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, VERSION
 
+EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_NO_OPERATOR = 1, 2, 3, 4
+PICKUP_TIMEOUT_S = 15.0
+"""How long ``submit`` waits for an operator to write the job's first status before it says none is running."""
+
+_NO_KUBECONFIG = (
+    "no cluster configured: set KUBECONFIG or pass --kubeconfig (for the local control plane: "
+    "export KUBECONFIG=$(asyncdiff dev-cluster up --detach))"
+)
+_NO_CRD = (
+    f"the {KIND} CRD is not installed in this cluster: kubectl apply -f crds/{GROUP}_{PLURAL}.yaml, or install the "
+    "Helm chart (charts/asyncdiff-operator)"
+)
+
+
+class CLIError(Exception):
+    """An error shown as one line (``asyncdiff <command>: <message>``) with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _api(kubeconfig: str | None) -> Any:
     from kubernetes import client, config
 
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        if not Path(kubeconfig).is_file():
+            raise CLIError(f"--kubeconfig {kubeconfig}: no such file")
+        try:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        except config.ConfigException as exc:
+            raise CLIError(f"--kubeconfig {kubeconfig}: {_first_line(exc)}") from exc
     else:
         try:
             config.load_kube_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException as exc:
+                raise CLIError(_NO_KUBECONFIG) from exc
     return client.CustomObjectsApi(client.ApiClient())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _api_error(exc: Any, namespace: str, name: str | None = None) -> CLIError:
+    """A clear message for an ApiException: the job or the CRD missing, forbidden, or the server's own message."""
+    details: dict[str, Any] = {}
+    try:
+        body = json.loads(exc.body)
+        details = body.get("details") or {}
+    except (TypeError, ValueError, AttributeError):
+        body = None
+    if exc.status == 404:
+        if details.get("kind") == "namespaces":
+            return CLIError(f'namespace "{details.get("name") or namespace}" not found (kubectl create namespace ...)')
+        if name is not None and details.get("name") == name:
+            return CLIError(f'{KIND} "{name}" not found in namespace "{namespace}" (kubectl get adj -n {namespace})')
+        return CLIError(_NO_CRD)
+    if exc.status in (401, 403):
+        return CLIError(f"the API server refused the request ({exc.status}): {_reason(exc)}")
+    return CLIError(_reason(exc))
 
 
 def _namespace(given: str | None, manifest: dict[str, Any] | None = None) -> str:
@@ -52,8 +111,19 @@ def _namespace(given: str | None, manifest: dict[str, Any] | None = None) -> str
 
 
 def _get(api: Any, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        raise _api_error(exc, namespace, name) from exc
     return obj
+
+
+def picked_up(obj: dict[str, Any]) -> bool:
+    """Whether an operator has acted on the job (it writes a phase on its first reconcile)."""
+    status = obj.get("status") or {}
+    return bool(status.get("phase") or status.get("observedGeneration") or status.get("attempts"))
 
 
 def _bar(progress: dict[str, Any], width: int = 30) -> str:
@@ -77,13 +147,32 @@ def status_line(obj: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def follow(api: Any, namespace: str, name: str, *, timeout: float | None, out: TextIO, interval: float = 1.0) -> int:
-    """Print status changes until the job is terminal; the exit code by phase."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+def follow(
+    api: Any,
+    namespace: str,
+    name: str,
+    *,
+    timeout: float | None,
+    out: TextIO,
+    interval: float = 1.0,
+    pickup_timeout: float | None = None,
+) -> int:
+    """Print status changes until the job is terminal; the exit code by phase. With ``pickup_timeout``, give up
+    (exit 4) when no operator has written the job's status after that many seconds."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
     last = ""
     tty = out.isatty()
     while True:
         obj = _get(api, namespace, name)
+        if pickup_timeout is not None and not picked_up(obj) and time.monotonic() - start > pickup_timeout:
+            if tty and last:
+                out.write("\n")
+            raise CLIError(
+                f"no operator has picked up {name} after {pickup_timeout:.0f} s: is asyncdiff-operator running and "
+                f"watching namespace {namespace}? The job stays created (kubectl get adj {name} -n {namespace})",
+                EXIT_NO_OPERATOR,
+            )
         line = status_line(obj)
         if line != last:
             out.write(("\r\x1b[2K" + line) if tty else line + "\n")
@@ -105,8 +194,13 @@ def follow(api: Any, namespace: str, name: str, *, timeout: float | None, out: T
 
 
 def submit(args: argparse.Namespace, out: TextIO) -> int:
-    docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d]
-    jobs = [d for d in docs if d.get("kind") == KIND]
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d]
+    except OSError as exc:
+        raise CLIError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CLIError(f"{args.file}: not valid YAML: {_first_line(exc)}") from exc
+    jobs = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
     if len(jobs) != 1:
         print(f"asyncdiff submit: {args.file} must hold exactly one {KIND} (found {len(jobs)})", file=sys.stderr)
         return 2
@@ -122,8 +216,7 @@ def submit(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"asyncdiffjob.{GROUP}/{name} created\n")
     except ApiException as exc:
         if exc.status != 409:
-            print(f"asyncdiff submit: {_reason(exc)}", file=sys.stderr)
-            return 2
+            raise _api_error(exc, namespace) from exc
         try:
             api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": manifest["spec"]})
         except ApiException as exc2:
@@ -132,7 +225,7 @@ def submit(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"asyncdiffjob.{GROUP}/{name} configured\n")
     if args.no_follow:
         return 0
-    return follow(api, namespace, name, timeout=args.timeout, out=out)
+    return follow(api, namespace, name, timeout=args.timeout, out=out, pickup_timeout=args.pickup_timeout)
 
 
 def _reason(exc: Any) -> str:
@@ -144,13 +237,7 @@ def _reason(exc: Any) -> str:
 
 def show_status(args: argparse.Namespace, out: TextIO) -> int:
     api = _api(args.kubeconfig)
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        obj = _get(api, _namespace(args.namespace), args.name)
-    except ApiException as exc:
-        print(f"asyncdiff status: {_reason(exc)}", file=sys.stderr)
-        return 2
+    obj = _get(api, _namespace(args.namespace), args.name)
     status = obj.get("status") or {}
     if args.output == "json":
         out.write(json.dumps(status, indent=2) + "\n")
@@ -204,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--no-follow", action="store_true", help="return once the job is created")
     p.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds (exit 3)")
+    p.add_argument(
+        "--pickup-timeout",
+        type=float,
+        default=PICKUP_TIMEOUT_S,
+        help=f"exit 4 when no operator has acted on the job after this many seconds (default {PICKUP_TIMEOUT_S:.0f})",
+    )
     p = sub.add_parser("status", parents=[common], help="show a job's status")
     p.add_argument("name")
     p.add_argument("--output", "-o", choices=["text", "json"], default="text")
@@ -220,7 +313,35 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         return handlers[args.command](args, stream)
     except KeyboardInterrupt:
+        print(f"asyncdiff {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # every error is one line; ASYNCDIFF_DEBUG=1 shows the traceback
+        error = _as_cli_error(exc, args)
+        if os.environ.get("ASYNCDIFF_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"asyncdiff {args.command}: {error}", file=sys.stderr)
+        return error.code
+
+
+def _as_cli_error(exc: Exception, args: argparse.Namespace) -> CLIError:
+    if isinstance(exc, CLIError):
+        return exc
+    from asyncdiff_worker.errors import WorkerError
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, WorkerError):  # storage: no credentials, access denied, missing object, S3 unreachable
+        return CLIError(f"cannot read the outputs: {exc.message}", EXIT_FAILED)
+    if isinstance(exc, ApiException):
+        return _api_error(exc, _namespace(args.namespace), getattr(args, "name", None))
+    if isinstance(exc, HTTPError | ConnectionError):
+        from kubernetes import client
+
+        host = client.Configuration.get_default_copy().host
+        return CLIError(f"cannot reach the API server at {host}: {_first_line(exc)}")
+    if isinstance(exc, OSError):
+        return CLIError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), EXIT_FAILED)
+    return CLIError(f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 if __name__ == "__main__":

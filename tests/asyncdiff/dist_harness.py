@@ -59,6 +59,8 @@ class RankResult:
     rank: int
     max_abs_diff: float = float("nan")
     shape: tuple[int, ...] = ()
+    reference_shape: tuple[int, ...] = ()
+    """The sequential pipeline's output shape (same call, before AsyncDiff wrapped the pipeline)."""
     finite: bool = False
     digest: str = ""
     seconds: float = 0.0
@@ -155,8 +157,10 @@ def _worker(rank: int, world: int, port: int, cases: list[tuple[Case, str]], que
             else:
                 got = _output_array(pipe(**example_call_kwargs(case.family, steps=case.steps, img2img=case.img2img)))
             out.seconds = time.perf_counter() - start
-            out.max_abs_diff = float(np.abs(got - reference).max())
-            out.shape, out.finite = tuple(got.shape), bool(np.isfinite(got).all())
+            out.shape, out.reference_shape = tuple(got.shape), tuple(reference.shape)
+            # never broadcast: a shape mismatch is a failure, not a small difference
+            out.max_abs_diff = float(np.abs(got - reference).max()) if got.shape == reference.shape else float("inf")
+            out.finite = bool(np.isfinite(got).all())
             out.digest = hashlib.sha256(got.tobytes()).hexdigest()
             out.array = got if rank == 0 else None
             if case.then_warm_up:

@@ -41,6 +41,17 @@ RESTRICTED_LABELS = (
 (the local control plane enforces it as Kubernetes does), so every worker pod the operator makes must pass it."""
 
 
+def _alive(url: str) -> bool:
+    """kopf's liveness endpoint answers 200 (the operator runs its event loop and has started its handlers)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as rsp:
+            return bool(rsp.status == 200)
+    except OSError:
+        return False
+
+
 class OperatorProcess:
     """The real ``asyncdiff-operator`` as a child process, logging to a file."""
 
@@ -58,7 +69,17 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        time.sleep(1.5)  # kopf resolves the CRD and starts its watches
+        url = self.env.get("ASYNCDIFF_LIVENESS")
+        if not url:
+            time.sleep(1.5)  # no endpoint to ask: give kopf time to resolve the CRD and start its watches
+            return
+        deadline = time.monotonic() + 120  # a safety net only: the wait ends when kopf answers
+        while not _alive(url):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the operator's liveness endpoint {url} never answered:\n{self.log_tail()}")
+            time.sleep(0.1)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:

@@ -68,12 +68,36 @@ def test_step_lines_are_rate_limited_but_the_last_step_always_shows() -> None:
     assert [e["step"] for e in lines(out)] == [1, 50]
 
 
+def test_every_output_shows_its_own_current_step_and_real_step_count() -> None:
+    """Outputs faster than the rate limit still show their first and last step; img2img (strength < 1) counts the
+    steps the pipeline really runs, so the bar reaches the end instead of staying at 0 or 24/30."""
+    out = io.StringIO()
+    rep = ProgressReporter("j", steps=30, stream=out, human=False, heartbeat_seconds=0, step_interval=3600)
+    rep.set_totals(2, 30)
+    for index in range(2):
+        rep.begin_output(index)
+        for step in range(1, 25):
+            rep.step(step, 24)
+        rep.output_done({"index": index})
+    shown = [(e["asyncdiff"], e["output"], e["step"], e["steps"]) for e in lines(out)]
+    assert shown == [
+        ("progress", 0, 1, 24),
+        ("progress", 0, 24, 24),
+        ("output", 0, 24, 24),
+        ("progress", 1, 1, 24),
+        ("progress", 1, 24, 24),
+        ("output", 1, 24, 24),
+    ]
+
+
 def test_heartbeat_keeps_lastprogressts_still() -> None:
     out = io.StringIO()
     rep = ProgressReporter("j", stream=out, human=False, heartbeat_seconds=0.05)
     rep.phase("generating")
     rep.start_heartbeat()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # a safety net only: the test waits for the beats themselves
+    while sum(e["asyncdiff"] == "heartbeat" for e in lines(out)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     rep.stop_heartbeat()
     beats = [e for e in lines(out) if e["asyncdiff"] == "heartbeat"]
     assert len(beats) >= 2

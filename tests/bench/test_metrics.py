@@ -42,6 +42,20 @@ def test_ssim_matches_a_direct_window_computation() -> None:
     assert ssim(x, y) == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("shape", "noise", "data_range"), [((16, 16), 0.05, 1.0), ((64, 48), 0.3, 1.0), ((33, 40), 0.5, 2.0)]
+)
+def test_ssim_agrees_with_scikit_image(shape: tuple[int, int], noise: float, data_range: float) -> None:
+    """The reference implementation (scikit-image's defaults: 7x7 uniform window, sample covariance), once."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    x = rng.random(shape) * data_range
+    y = np.clip(x + rng.normal(0, noise * data_range, shape), 0, data_range)
+    expected = structural_similarity(x, y, data_range=data_range)
+    assert ssim(x, y, data_range=data_range) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
 def test_ssim_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
         ssim(np.zeros((16, 16)), np.zeros((16, 15)))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import asyncdiff_worker
 from asyncdiff_worker.errors import SpecError, WorkerError, classify
@@ -42,7 +42,7 @@ from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.planner import resolve_layout
 from asyncdiff_worker.preflight import preflight
 from asyncdiff_worker.progress import parse_event
-from asyncdiff_worker.spec import AsyncDiffJob, load_job_file
+from asyncdiff_worker.spec import AsyncDiffJob, JobSpec, load_job_file
 from asyncdiff_worker.storage import Storage
 
 
@@ -93,6 +93,8 @@ class LaunchResult:
     """Launch to the first denoising step reported by rank 0."""
     last_done: dict[str, Any] | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    """SIGINT or SIGTERM reached the launcher (Ctrl-C, eviction); the workers were stopped."""
 
 
 def run_torchrun(
@@ -106,9 +108,11 @@ def run_torchrun(
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> LaunchResult:
     """Run torchrun to completion. With ``on_line`` the children's stdout is read line by line (and passed on to
-    ``on_line`` with its parsed progress event, if any); otherwise it goes straight to this process's stdout.
-    ``on_start`` gets the torchrun process (its own process group) as soon as it exists, so a caller running
-    several groups from threads can stop them all."""
+    ``on_line`` with its parsed progress event, if any) and their stderr is passed through by a thread, except
+    after an interrupt (Ctrl-C: the user asked to stop, the torch tracebacks that follow are noise); without
+    ``on_line`` both go straight to this process's (a pod's log keeps everything). ``on_start`` gets the torchrun
+    process (its own process group) as soon as it exists, so a caller running several groups from threads can stop
+    them all."""
     start = time.monotonic()
     result = LaunchResult(0, None, 0, 0.0)
     with tempfile.TemporaryDirectory(prefix="asyncdiff-exit-") as tmp:
@@ -118,6 +122,7 @@ def run_torchrun(
             cmd,
             env=child_env(exit_dir, env),
             stdout=subprocess.PIPE if on_line else None,
+            stderr=subprocess.PIPE if on_line else None,
             text=True,
             bufsize=1,
             start_new_session=True,
@@ -125,6 +130,10 @@ def run_torchrun(
         if on_start is not None:
             on_start(proc)
         interrupted = threading.Event()
+        relay = None
+        if on_line is not None and proc.stderr is not None:
+            relay = threading.Thread(target=_relay_stderr, args=(proc.stderr, interrupted), daemon=True)
+            relay.start()
 
         def forward(signum: int, _frame: FrameType | None) -> None:
             interrupted.set()
@@ -145,7 +154,8 @@ def run_torchrun(
                             result.first_step_seconds = time.monotonic() - start
                         if event.get("asyncdiff") == "done":
                             result.last_done = event
-                    on_line(line.rstrip("\n"), event)
+                    if event is not None or not interrupted.is_set():
+                        on_line(line.rstrip("\n"), event)
             try:
                 rc = proc.wait()
             except KeyboardInterrupt:
@@ -158,11 +168,14 @@ def run_torchrun(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if relay is not None:
+                relay.join(timeout=5)
         # torchrun's children may still be finishing their exit records
         failures = read_exit_records(exit_dir)
         result.torchrun_code = rc
         result.seconds = time.monotonic() - start
         if interrupted.is_set():
+            result.interrupted = True
             result.failure = Failure(int(ExitCode.INTERRUPTED), "interrupted by a signal", None, time.time())
         elif rc == 0 and not failures:
             result.code = 0
@@ -179,8 +192,15 @@ def run_torchrun(
         return result
 
 
-def validate(spec_path: Path) -> AsyncDiffJob:
-    job = load_job_file(spec_path)
+def _relay_stderr(stream: IO[str], interrupted: threading.Event) -> None:
+    for line in stream:
+        if not interrupted.is_set():
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def validate(spec_path: Path, *, spec_model: type[JobSpec] = JobSpec) -> AsyncDiffJob:
+    job = load_job_file(spec_path, spec_model=spec_model)
     if isinstance(job, list):
         raise SpecError(job)
     return job

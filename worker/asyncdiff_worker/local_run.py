@@ -10,6 +10,11 @@ shards from a claim folder they share, so a fast group does more of them; with l
 slice of ``CUDA_VISIBLE_DEVICES`` when there are enough. Every invocation is a new run (``ASYNCDIFF_RUN_ID``):
 outputs already stored for the same pixels are reused, not rendered again. If a group fails the others finish their
 shards (so a rerun has less to do) and the first failure is the exit code.
+
+The manifest is validated as the cluster validates it: strictly, camelCase names only, the CRD's cross-field rules,
+and ``runPolicy``/``pod`` with the operator's spec model when the operator package is installed (it is plain
+pydantic; the worker never imports kopf). Ctrl-C stops the workers and ends with one line and exit code 24
+(Interrupted), without the children's tracebacks.
 """
 
 from __future__ import annotations
@@ -23,19 +28,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
 from asyncdiff_worker.errors import SpecError, WorkerError, classify
-from asyncdiff_worker.exit_codes import ExitCode, Failure
+from asyncdiff_worker.exit_codes import ExitCode
 from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.launch import LaunchResult, check_before_launch, free_port, run_torchrun, validate
 from asyncdiff_worker.manifest import ResultManifest, read_manifest
 from asyncdiff_worker.planner import resolve_layout
 from asyncdiff_worker.progress import render_bar
 from asyncdiff_worker.shards import plan_shards
+from asyncdiff_worker.spec import JobSpec
 from asyncdiff_worker.storage import Storage
 
 
@@ -90,6 +95,20 @@ class _Display:
 
     def finish(self) -> None:
         self._end_bar()
+
+
+def manifest_spec_model() -> type[JobSpec]:
+    """The CRD's spec model: the operator's ``AsyncDiffJobSpec`` (adds ``runPolicy`` and ``pod``) when installed,
+    else the worker's ``JobSpec`` (which ignores those two fields)."""
+    try:
+        from asyncdiff_operator.api import AsyncDiffJobSpec
+    except ImportError:
+        return JobSpec
+    model: type[JobSpec] = AsyncDiffJobSpec
+    return model
+
+
+INTERRUPTED_LINE = "asyncdiff run: interrupted (Ctrl-C): the workers were stopped, outputs so far are kept"
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -181,7 +200,7 @@ def run_job(
     """Validate, check, launch and report one job. Returns (exit code, manifest, launch result)."""
     stream = out or sys.stdout
     try:
-        job = validate(job_path)
+        job = validate(job_path, spec_model=manifest_spec_model())
         spec, layout_plan = resolve_layout(job.spec)
         shard_plan = plan_shards(spec)
         if nproc is not None and nproc != spec.devices_per_group:
@@ -215,9 +234,9 @@ def run_job(
     display = _Display(stream, json_lines=json_lines, quiet=quiet)
     result, interrupted = _run_groups(job_path.resolve(), groups, spec.devices_per_group, identity.name, display)
     display.finish()
-    if interrupted:
-        result.failure = Failure(int(ExitCode.INTERRUPTED), "interrupted by a signal", None, time.time())
-        result.code = result.failure.code
+    if interrupted or result.interrupted:
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return int(ExitCode.INTERRUPTED), None, result
     if result.failure is not None:
         print(f"asyncdiff run: {result.failure.line()}", file=sys.stderr)
         return result.code, None, result
@@ -248,9 +267,13 @@ def main(argv: list[str]) -> int:
         args = _parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code in (0, None) else int(ExitCode.INVALID_SPEC)
-    code, _, _ = run_job(
-        Path(args.job), nproc=args.nproc, job_name=args.job_name, json_lines=args.json, quiet=args.quiet
-    )
+    try:
+        code, _, _ = run_job(
+            Path(args.job), nproc=args.nproc, job_name=args.job_name, json_lines=args.json, quiet=args.quiet
+        )
+    except KeyboardInterrupt:  # before torchrun started (validation, preflight); during it, run_torchrun handles it
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     return code
 
 

@@ -1,16 +1,17 @@
 """Checks that fail a job fast, before torchrun starts or any weights are loaded.
 
 Why: every user error that can be found cheaply (missing model folder, a model folder that is not a diffusers
-pipeline, a missing prompts file, an unreadable input image, a missing bucket, wrong credentials, an output format
-this machine cannot encode) should cost seconds, not a torchrun start (~7 s of imports per process) plus model
-loading. ``asyncdiff run`` and the launcher run these in the parent; every rank runs them again (cheaply) so a
-worker started by torchrun directly fails with the same codes and messages.
+pipeline or not of the job's family, a missing prompts file, an unreadable input image, a missing bucket, wrong
+credentials, an output format this machine cannot encode) should cost seconds, not a torchrun start (~7 s of imports
+per process) plus model loading. ``asyncdiff run`` and the launcher run these in the parent; every rank runs them
+again (cheaply) so a worker started by torchrun directly fails with the same codes and messages.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -19,6 +20,7 @@ from asyncdiff_worker.encode import mp4_codec
 from asyncdiff_worker.errors import ModelCorrupt, ModelNotFound, StorageRejected, Unsupported
 from asyncdiff_worker.inputs import PromptItem, load_images, load_prompts
 from asyncdiff_worker.keys import JobLayout
+from asyncdiff_worker.model_family import check_family
 from asyncdiff_worker.spec.models import JobSpec
 from asyncdiff_worker.spec.uris import parse_location
 from asyncdiff_worker.storage import Storage, StorageNotFound
@@ -41,8 +43,8 @@ def check_format_support(spec: JobSpec) -> None:
         )
 
 
-def _check_pipeline_files(files: set[str], source: str, field_name: str, index_json: bytes | None) -> None:
-    """``files`` are paths relative to the model folder."""
+def _check_pipeline_files(files: set[str], source: str, field_name: str, index_json: bytes | None) -> dict[str, Any]:
+    """``files`` are paths relative to the model folder; returns the parsed model_index.json."""
     if "model_index.json" not in files or index_json is None:
         raise ModelCorrupt(f"{field_name}: {source}: not a diffusers pipeline folder (model_index.json is missing)")
     try:
@@ -57,6 +59,7 @@ def _check_pipeline_files(files: set[str], source: str, field_name: str, index_j
             continue
         if name not in folders:
             raise ModelCorrupt(f"{field_name}: {source}: component folder {name}/ named in model_index.json is missing")
+    return index
 
 
 def _check_component_files(files: set[str], source: str, field_name: str) -> None:
@@ -91,9 +94,11 @@ def _listing(source: str, storage: Storage, field_name: str) -> tuple[set[str], 
 
 
 def check_model(spec: JobSpec, storage: Storage) -> None:
-    """The model source and component sources exist and look like diffusers folders."""
+    """The model source and component sources exist, look like diffusers folders, and the model is of the job's
+    family (its model_index.json; a mismatch is a user error, never retried)."""
     files, index = _listing(spec.model.source, storage, "spec.model.source")
-    _check_pipeline_files(files, spec.model.source, "spec.model.source", index)
+    parsed = _check_pipeline_files(files, spec.model.source, "spec.model.source", index)
+    check_family(parsed, spec.model.family, spec.model.source)
     for attr, field_name in (("controlnet", "spec.model.controlnet"), ("motion_adapter", "spec.model.motionAdapter")):
         source = getattr(spec.model, attr)
         if source is not None:

@@ -170,12 +170,17 @@ class ProgressReporter:
         self.state["output"] = index
         self.state["step"] = 0
 
-    def step(self, step: int) -> None:
-        """A denoising step finished (1-based); rate-limited except for the last step."""
+    def step(self, step: int, total: int | None = None) -> None:
+        """A denoising step of the current output finished (1-based). ``total``: the steps this output really runs
+        (img2img with strength < 1 runs fewer than ``generation.steps``), when the pipeline says. Rate-limited,
+        except the first and the last step of every output, so the current output's step is always shown even when
+        an output takes less than the interval."""
         self.state["step"] = step
+        if total:
+            self.state["steps"] = total
         now = time.monotonic()
         last = step >= int(self.state.get("steps") or 0)
-        if last or now - self._last_step_emit >= self.step_interval:
+        if step == 1 or last or now - self._last_step_emit >= self.step_interval:
             self._last_step_emit = now
             self.emit("progress")
         elif self.enabled:

@@ -119,13 +119,14 @@ def _step_callback_kwargs(pipe: Any, on_step: Any) -> dict[str, Any]:
     params = inspect.signature(type(pipe).__call__).parameters
     if "callback_on_step_end" in params:
 
-        def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-            on_step(i + 1)
+        def on_step_end(pipe_: Any, i: int, _t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            total = getattr(pipe_, "_num_timesteps", None)
+            on_step(i + 1, total if isinstance(total, int) else None)
             return callback_kwargs
 
         return {"callback_on_step_end": on_step_end}
     if "callback" in params:
-        return {"callback": lambda i, _t, _latents: on_step(i + 1), "callback_steps": 1}
+        return {"callback": lambda i, _t, _latents: on_step(i + 1, None), "callback_steps": 1}
     return {}
 
 
@@ -200,10 +201,10 @@ def run(ctx: RunContext) -> ResultManifest | None:
     video = is_video(spec)
     first_step: list[float] = []
 
-    def on_step(step: int) -> None:
+    def on_step(step: int, total: int | None = None) -> None:
         if not first_step:
             first_step.append(time.time())
-        reporter.step(step)
+        reporter.step(step, total)
 
     loaded: _Loaded | None = None
     source = shards_for(slot, plan.num_shards) if rank == 0 else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +253,7 @@ def test_watch_follows_label_selector_transitions(k8s: Any, namespace: str) -> N
 
     thread = threading.Thread(target=consume)
     thread.start()
-    time.sleep(0.2)
+    # no wait for the watch to connect: it starts from the listed resourceVersion, so it sees these changes anyway
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "cm", "labels": {"keep": "yes"}}})
     core.patch_namespaced_config_map("cm", namespace, {"data": {"k": "v"}})
     core.patch_namespaced_config_map("cm", namespace, {"metadata": {"labels": {"keep": "no"}}})

@@ -233,11 +233,38 @@ def test_manifest_envelope_errors() -> None:
     assert isinstance(errs, list) and errs[0].startswith('metadata.name: "Bad_Name" does not match')
 
 
-def test_operator_run_policy_fields_are_ignored_in_a_manifest_but_typos_are_not() -> None:
-    spec = BASE | {"backoffLimit": 3, "activeDeadlineSeconds": 600, "suspend": False}
+def test_operator_run_policy_and_pod_are_ignored_in_a_manifest_but_other_fields_are_not() -> None:
+    spec = BASE | {"runPolicy": {"backoffLimit": 3}, "pod": {"image": "x:1"}}
     assert isinstance(validate_job(manifest(spec)), AsyncDiffJob)
     errs = validate_job(manifest(BASE | {"generaton": {}}))
     assert errs == ["spec.generaton: is not a known field"]
+    # the CRD has no top-level spec.backoffLimit: kubectl apply refuses it, so does the worker
+    errs = validate_job(manifest(BASE | {"backoffLimit": 3}))
+    assert errs == ["spec.backoffLimit: is not a known field"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (with_("parallelism.model_n", 2), "spec.parallelism.model_n: is not a known field"),
+        (with_("generation.steps", "20"), 'spec.generation.steps: "20" is not an integer'),
+        (with_("generation.steps", 20.0), "spec.generation.steps: 20.0 is not an integer"),
+        (with_("parallelism.timeShift", "true"), 'spec.parallelism.timeShift: "true" is not true or false'),
+        (with_("generation.seed", True), "spec.generation.seed: true is not an integer"),
+        (with_("model.source", 5), "spec.model.source: 5 is not a string"),
+        (with_("output.endpoint_url", "http://x:1"), "spec.output.endpoint_url: is not a known field"),
+    ],
+)
+def test_strict_like_the_crd(spec: dict[str, Any], expected: str) -> None:
+    """JSON types as written and camelCase names only, as the API server checks the CRD's schema."""
+    assert expected in messages(spec)
+    bare = validate_job(spec)
+    assert isinstance(bare, list) and expected in bare
+
+
+def test_strict_still_accepts_an_integer_for_a_number() -> None:
+    job = validate_job(manifest(with_("generation.guidanceScale", 7)))
+    assert isinstance(job, AsyncDiffJob) and job.spec.generation.guidance_scale == 7.0
 
 
 def test_yaml_text_and_files(tmp_path: Any) -> None:

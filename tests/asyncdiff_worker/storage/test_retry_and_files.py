@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,27 @@ def test_file_backend_not_writable(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StorageRejected, match="not writable"):
         Storage().check_writable(f"file://{blocker}/sub")
+
+
+def test_files_are_readable_by_the_group_as_with_open(tmp_path: Path) -> None:
+    """Outputs and the manifest get 0666 less the umask (0644 under the usual 022), not mkstemp's 0600."""
+    previous = os.umask(0o022)
+    try:
+        uri = f"file://{tmp_path}/out/a.png"
+        Storage().put(uri, b"x", content_type="image/png")
+        mode = stat.S_IMODE((tmp_path / "out/a.png").stat().st_mode)
+        assert mode == 0o644, oct(mode)
+        os.umask(0o077)
+        Storage().put(uri, b"y", content_type="image/png")
+        assert stat.S_IMODE((tmp_path / "out/a.png").stat().st_mode) == 0o600  # a private umask is respected
+    finally:
+        os.umask(previous)
+
+
+def test_download_copies_a_file_uri(tmp_path: Path) -> None:
+    storage = Storage()
+    storage.put(f"file://{tmp_path}/src/a.png", b"abc", content_type="image/png")
+    assert storage.download(f"file://{tmp_path}/src/a.png", tmp_path / "dl" / "a.png") == 3
+    assert (tmp_path / "dl" / "a.png").read_bytes() == b"abc"
+    with pytest.raises(StorageNotFound):
+        storage.download(f"file://{tmp_path}/src/missing.png", tmp_path / "dl" / "b.png")

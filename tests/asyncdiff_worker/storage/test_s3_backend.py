@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +82,8 @@ def test_errors(s3_server: EmbeddedS3, bucket: str) -> None:
 def test_unreachable_endpoint_retries_then_fails_retryable() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     storage = store(dead, attempts=3, backoff_seconds=0.05)
-    start = time.monotonic()
     with pytest.raises(StorageUnavailable, match="failed after 3 attempts") as info:
         storage.put("s3://some-bucket/a.png", b"x", content_type="image/png")
-    assert time.monotonic() - start < 10
     assert "EndpointConnectionError" in str(info.value)
     assert info.value.code == 20
 

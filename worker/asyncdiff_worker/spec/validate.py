@@ -4,48 +4,46 @@ Why our own messages: pydantic's defaults ("Input should be 2, 3 or 4") do not n
 it. Each message here is one line, starts with the field's path as written in YAML (``spec.parallelism.modelN``),
 and says what is allowed. Every schema error is reported at once; rules that span fields (which inputs a family
 needs, image vs video formats, URI shapes) are checked once the schema passes.
+
+Why strict, by alias only: ``asyncdiff run`` must accept exactly what the cluster accepts. The API server checks a
+manifest against the CRD generated from these models: JSON types as written (``steps: "20"`` is a string, not an
+integer), camelCase names only (``model_n`` is an unknown field), unknown fields refused (kubectl's strict field
+validation). So a manifest is validated as the JSON kubectl would send, in pydantic's strict mode, by alias only;
+the cross-field rules the CRD holds as CEL (``rules.py``) are checked here in Python under the same field names.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from asyncdiff_worker.spec import limits
+from asyncdiff_worker.spec import limits, rules
 from asyncdiff_worker.spec.models import (
     API_VERSION,
     IMAGE_FORMATS,
     KIND,
     VIDEO_FORMATS,
     AsyncDiffJob,
+    JobMetadata,
     JobSpec,
 )
 from asyncdiff_worker.spec.uris import parse_location
 
-VIDEO_FAMILIES = frozenset({"svd", "animatediff"})
-IMG2IMG_FAMILIES = frozenset({"sd15", "sd21", "sdxl", "sd3"})
+VIDEO_FAMILIES = frozenset(rules.VIDEO_FAMILIES)
+IMG2IMG_FAMILIES = frozenset(rules.IMG2IMG_FAMILIES)
 
-RUN_POLICY_FIELDS: frozenset[str] = frozenset(
-    {
-        "backoffLimit",
-        "activeDeadlineSeconds",
-        "ttlSecondsAfterFinished",
-        "suspend",
-        "numNodes",
-        "gpusPerNode",
-        "retryPolicy",
-        "runPolicy",
-        "podOverride",
-        "pod",
-        "stallTimeoutSeconds",
-    }
-)
-"""Top-level ``spec`` fields that belong to the operator's run policy; the worker ignores them in a manifest."""
+RUN_POLICY_FIELDS: frozenset[str] = frozenset({"runPolicy", "pod"})
+"""Top-level ``spec`` fields of the operator's (the CRD's ``runPolicy`` and ``pod``). A manifest validated with the
+worker's ``JobSpec`` ignores them; ``asyncdiff run`` validates them with the operator's spec model instead
+(``spec_model``), as the CRD does. Any other unknown field is an error, as with ``kubectl apply``."""
+
+_M = TypeVar("_M", bound=BaseModel)
 
 _CREDENTIAL_WORDS = ("secret", "accesskey", "access_key", "password", "credential", "token", "sessiontoken")
 
@@ -117,9 +115,25 @@ def _error_message(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+_RELATIVE_FIELD = re.compile(r"^([a-z][A-Za-z0-9]*(?:\.[a-z][A-Za-z0-9]*)+): ")
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One line per error: ``<path>: <what is wrong>``."""
-    return [f"{_path(err['loc'], prefix)}: {_error_message(err)}" for err in exc.errors()]
+    """One line per error: ``<path>: <what is wrong>``. A model-level rule whose message starts with a field path
+    under the model (``runPolicy.numNodes: ...``) is reported at that field (``spec.runPolicy.numNodes: ...``)."""
+    out = []
+    for err in exc.errors():
+        path, message = _path(err["loc"], prefix), _error_message(err)
+        match = _RELATIVE_FIELD.match(message)
+        if match and err["type"] == "value_error":
+            path, message = f"{path}.{match.group(1)}" if path else match.group(1), message[match.end() :]
+        out.append(f"{path}: {message}")
+    return out
+
+
+def _strict(model: type[_M], data: object) -> _M:
+    """Validate ``data`` as the JSON kubectl sends (YAML dates become strings), strictly and by alias only."""
+    return model.model_validate_json(json.dumps(data, default=str), strict=True, by_alias=True, by_name=False)
 
 
 def check_semantics(spec: JobSpec) -> list[str]:
@@ -263,40 +277,54 @@ def _is_manifest(data: Mapping[str, Any]) -> bool:
     return any(key in data for key in ("apiVersion", "kind", "metadata", "spec"))
 
 
-def validate_job(data: object, *, run_policy_fields: Collection[str] = RUN_POLICY_FIELDS) -> AsyncDiffJob | list[str]:
+def validate_job(
+    data: object,
+    *,
+    run_policy_fields: Collection[str] = RUN_POLICY_FIELDS,
+    spec_model: type[JobSpec] = JobSpec,
+) -> AsyncDiffJob | list[str]:
     """Validate an AsyncDiffJob manifest or a bare spec (a mapping, as parsed from YAML or JSON).
 
     Returns the job (a bare spec is wrapped into an AsyncDiffJob without metadata) or a list of one-line messages,
     one per wrong field, each starting with the field's path (``spec.parallelism.modelN: 5 is not one of 2, 3, 4``).
-    In a manifest, top-level spec fields named in ``run_policy_fields`` (the operator's) are ignored.
+    Validation is strict and by alias only, as the CRD's (see the module docstring). ``spec_model`` validates a
+    manifest's spec (the operator's ``AsyncDiffJobSpec`` checks ``runPolicy`` and ``pod`` too); with the worker's
+    ``JobSpec`` the top-level spec fields named in ``run_policy_fields`` are ignored.
     """
     if not isinstance(data, Mapping):
         return [f"job: expected a mapping (an AsyncDiffJob manifest or its spec), got {type(data).__name__}"]
-    if _is_manifest(data):
-        doc = dict(data)
-        errs: list[str] = []
-        if doc.get("apiVersion") != API_VERSION:
-            errs.append(f"apiVersion: {_show(doc.get('apiVersion'))} is not one of {API_VERSION}")
-        if doc.get("kind") != KIND:
-            errs.append(f"kind: {_show(doc.get('kind'))} is not one of {KIND}")
-        spec = doc.get("spec")
-        if isinstance(spec, Mapping):
-            doc["spec"] = {k: v for k, v in spec.items() if k not in run_policy_fields}
-        doc["apiVersion"], doc["kind"] = API_VERSION, KIND
+    if not _is_manifest(data):
         try:
-            job = AsyncDiffJob.model_validate(doc)
+            bare = _strict(JobSpec, dict(data))
         except ValidationError as exc:
-            return errs + format_validation_error(exc)
-        errs += check_semantics(job.spec)
-        return errs if errs else job
+            return format_validation_error(exc, prefix="spec")
+        errors = check_semantics(bare)
+        return errors or AsyncDiffJob.model_validate({"apiVersion": API_VERSION, "kind": KIND, "spec": bare})
+    doc = dict(data)
+    errs: list[str] = []
+    if doc.get("apiVersion") != API_VERSION:
+        errs.append(f"apiVersion: {_show(doc.get('apiVersion'))} is not one of {API_VERSION}")
+    if doc.get("kind") != KIND:
+        errs.append(f"kind: {_show(doc.get('kind'))} is not one of {KIND}")
+    errs += [f"{key}: is not a known field" for key in doc if key not in ("apiVersion", "kind", "metadata", "spec")]
+    metadata: JobMetadata | None = None
     try:
-        spec_model = JobSpec.model_validate(dict(data))
+        metadata = JobMetadata.model_validate(doc.get("metadata") or {})
     except ValidationError as exc:
-        return format_validation_error(exc, prefix="spec")
-    errors = check_semantics(spec_model)
-    return (
-        errors if errors else AsyncDiffJob.model_validate({"apiVersion": API_VERSION, "kind": KIND, "spec": spec_model})
-    )
+        errs += format_validation_error(exc, prefix="metadata")
+    spec_data = doc.get("spec")
+    if spec_data is None:
+        return [*errs, "spec: is required"]
+    if isinstance(spec_data, Mapping) and spec_model is JobSpec:
+        spec_data = {k: v for k, v in spec_data.items() if k not in run_policy_fields}
+    try:
+        spec = _strict(spec_model, spec_data)
+    except ValidationError as exc:
+        return errs + format_validation_error(exc, prefix="spec")
+    errs += check_semantics(spec)
+    if errs or metadata is None:
+        return errs
+    return AsyncDiffJob(apiVersion=API_VERSION, kind=KIND, metadata=metadata, spec=spec)
 
 
 def parse_job_text(text: str) -> object:
@@ -313,19 +341,19 @@ def parse_job_text(text: str) -> object:
     return docs[0]
 
 
-def validate_job_text(text: str) -> AsyncDiffJob | list[str]:
+def validate_job_text(text: str, *, spec_model: type[JobSpec] = JobSpec) -> AsyncDiffJob | list[str]:
     """``validate_job`` for YAML or JSON text."""
     try:
         data = parse_job_text(text)
     except ValueError as exc:
         return [f"job: {exc}"]
-    return validate_job(data)
+    return validate_job(data, spec_model=spec_model)
 
 
-def load_job_file(path: str | Path) -> AsyncDiffJob | list[str]:
+def load_job_file(path: str | Path, *, spec_model: type[JobSpec] = JobSpec) -> AsyncDiffJob | list[str]:
     """``validate_job`` for a YAML or JSON file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         return [f"job: cannot read {path}: {exc.strerror or exc}"]
-    return validate_job_text(text)
+    return validate_job_text(text, spec_model=spec_model)

@@ -5,6 +5,8 @@ Why the same semantics: ``asyncdiff run`` to a local folder and a cluster job to
 object metadata (job uid, seed, pixel hash: what resume reads with ``head``). A file's metadata lives in a hidden
 sidecar ``.<name>.meta.json`` beside it, removed before the file is replaced and written after it, so a crash in
 between leaves a file without metadata (never reused), not a new file with old metadata. Listings skip hidden names.
+Files get the mode a plain ``open`` would give (0666 less the umask, so 0644 usually: readable by the group and by a
+web server or a colleague), not the 0600 of the temporary file they are written through.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from pathlib import Path
 from asyncdiff_worker.errors import StorageRejected
 from asyncdiff_worker.spec.uris import Location
 from asyncdiff_worker.storage.types import ObjectInfo, ObjectTooLarge, PutResult, StorageNotFound
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, which races with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 class FileBackend:
@@ -46,6 +59,7 @@ class FileBackend:
         """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
@@ -64,6 +78,12 @@ class FileBackend:
             return path.read_bytes()
         except OSError as exc:
             raise StorageRejected(f"{loc.uri}: cannot read: {exc.strerror or exc}") from exc
+
+    def download(self, loc: Location, dest: Path) -> int:
+        """Copy a file to ``dest`` (atomically, like ``put``); returns its size."""
+        data = self.get(loc)
+        self.put(Location("file", "", str(dest.resolve())), data, content_type="", metadata={})
+        return len(data)
 
     def list(self, loc: Location) -> list[ObjectInfo]:
         root = loc.path

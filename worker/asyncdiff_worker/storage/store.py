@@ -57,8 +57,9 @@ class Storage:
         return self.s3.get(loc, max_bytes=max_bytes) if loc.is_s3 else self._file.get(loc, max_bytes=max_bytes)
 
     def download(self, uri: str | Location, dest: Path) -> int:
-        """Copy one S3 object to a local file (S3 only)."""
-        return self.s3.download(self.locate(uri), dest)
+        """Copy one object (S3) or file to a local file; returns its size."""
+        loc = self.locate(uri)
+        return self.s3.download(loc, dest) if loc.is_s3 else self._file.download(loc, dest)
 
     def list(self, uri: str | Location) -> list[ObjectInfo]:
         """Everything under a prefix (S3) or folder (files), recursively."""
