@@ -89,7 +89,8 @@ def test_cel_and_pydantic_agree_on_batch_size_per_family() -> None:
         except ValidationError:
             pydantic_ok = False
         body = {"apiVersion": "asyncdiff.io/v1alpha1", "kind": "AsyncDiffJob", "metadata": {"name": "x"}, "spec": spec}
-        errors = schema.process(body, crd_schema).errors
+        # only the batchSize twin: the family's other cross-field rules (which inputs it takes) are not in BASE
+        errors = [e for e in schema.process(body, crd_schema).errors if e.field == "spec.generation.batchSize"]
         assert pydantic_ok == (not errors), (family, batch, errors)
         assert pydantic_ok == (batch in (_ABSENT, 1) or family not in ("svd", "sd-upscaler"))
         if errors:

@@ -97,7 +97,7 @@ def test_cfg_parallel_with_guidance_off_is_refused(scale: float) -> None:
     spec = with_("generation.guidanceScale", scale, with_("parallelism.cfgParallel", True))
     errs = messages(spec)
     assert len(errs) == 1 and errs[0].startswith(
-        "spec: parallelism.cfgParallel: true needs generation.guidanceScale > 1"
+        "spec.parallelism.cfgParallel: true needs generation.guidanceScale > 1"
     )
     assert "set cfgParallel false" in errs[0]
     assert isinstance(validate_job(with_("generation.guidanceScale", scale)), AsyncDiffJob)  # fine without cfg
@@ -110,7 +110,7 @@ def test_cfg_parallel_on_a_family_without_guidance_is_refused(monkeypatch: pytes
     monkeypatch.setitem(FAMILIES, "sd15", dataclasses.replace(FAMILIES["sd15"], guidance=None))
     errs = messages(with_("parallelism.cfgParallel", True))
     assert errs == [
-        "spec: parallelism.cfgParallel: sd15 takes no classifier-free guidance, so there are no two halves to run in "
+        "spec.parallelism.cfgParallel: sd15 takes no classifier-free guidance, so there are no two halves to run in "
         "parallel: set cfgParallel false"
     ]
 
@@ -118,7 +118,7 @@ def test_cfg_parallel_on_a_family_without_guidance_is_refused(monkeypatch: pytes
 def test_batch_size_is_refused_where_batching_changes_the_outputs() -> None:
     svd = with_("generation", {"steps": 8, "batchSize": 2, "conditioningImage": "/c.png"}, with_("model.family", "svd"))
     errs = messages(svd)
-    assert len(errs) == 1 and errs[0].startswith("spec: generation.batchSize: 2 is not supported for svd")
+    assert len(errs) == 1 and errs[0].startswith("spec.generation.batchSize: 2 is not supported for svd")
     assert "use batchSize 1" in errs[0]
     job = validate_job(with_("generation.batchSize", 4))
     assert isinstance(job, AsyncDiffJob) and job.spec.generation.batch_size == 4
