@@ -479,6 +479,12 @@ def _cfg_md(cfg: dict[str, Any]) -> list[str]:
             f"Target for CFG parallel >= {sp['target']}x (limit 2.0x, exact output): {verdict}.",
             "",
         ]
+        b = sp.get("denoiser_batch1_over_batch2_cpu_s")
+        if b:
+            ratio = min(b["batch2_s"]) / min(b["batch1_s"])
+            lines += [f"Bound on this CPU: batch-2 / batch-1 denoiser forward = {ratio:.2f}x ({b['note']}).", ""]
+        if cfg.get("note"):
+            lines += [f"Run: {cfg['note']}.", ""]
     fid = cfg.get("fidelity")
     if fid:
         lines += [
