@@ -18,7 +18,8 @@ STEPS = 3
 SIMULATION_TOLERANCE = 1e-5
 """Outputs are images in [0, 1]; the distributed and the simulated schedule differ by float reordering at most."""
 ASYNC_MIN_DISTANCE = 1e-3
-"""Every async case here moves the output by > 0.01 from the sequential one (measured); 1e-3 proves it ran async."""
+"""Every async case here moves the output by more than 3e-3 from the sequential one (measured minimum 0.0037, SDXL
+real N2; most 0.03-0.17): 1e-3 proves it ran asynchronously."""
 
 EXACT = [
     *[Case(f, "minimal", 2, 1, STEPS, STEPS) for f in FAMILIES],
