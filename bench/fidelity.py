@@ -35,7 +35,9 @@ class FidelityRank:
 
         model_n, stride, warm_up, time_shift = payload["config"]
         pipe = build_pipeline()
-        extra = {"stride2_free_eps": "reuse"} if payload.get("reuse") else {}
+        extra: dict[str, Any] = {"stride2_free_eps": "reuse"} if payload.get("reuse") else {}
+        if payload.get("cfg"):
+            extra["cfg_parallel"] = True
         ad = AsyncDiff(
             pipe, model_n=model_n, stride=stride, warm_up=warm_up, time_shift=time_shift, timeout_s=300, **extra
         )

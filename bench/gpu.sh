@@ -7,7 +7,9 @@
 # What it does (see bench/gpu_components.py): fp16 per-component latency of real-size SD 1.5 (512 px), SD 2.1
 # (768 px) and SDXL (1024 px) UNets under the preset splits for N = 2, 3, 4, S = 1, 2; the exact per-step traffic
 # from the library's own trace/routing; a device-to-device copy bandwidth; and projected N-GPU speedups
-# (critical path = slowest component + glue + communication; 50 steps, warm_up 1). AsyncDiff itself is NOT run:
+# (critical path = slowest component + glue + communication; 50 steps, warm_up 1); and the 2- and 4-device rows of
+# issue 11 side by side: CFG parallel (model_n 1, 2 GPUs) vs AsyncDiff N2, CFG parallel x AsyncDiff N2 (4 GPUs) vs
+# AsyncDiff N4, from the same latencies measured at batch 1 (one guidance half). AsyncDiff itself is NOT run:
 # it needs >= 2 ranks, and NCCL refuses two ranks on one device, so the library's CUDA exactness test cannot run on
 # one GPU (the CPU/gloo exactness tests cover it; see README "What is tested where").
 #

@@ -9,6 +9,12 @@ runs) give the bytes each rank receives. Projection per async step: slowest comp
 (time/text embeddings: full forward minus the components) + the busiest rank's receive bytes over a link bandwidth
 (measured device-to-device copy as the optimistic bound, and 25 GB/s as a PCIe-class conservative bound); a warm-up
 step costs a full forward. ``--device cpu --traffic-only`` computes the traffic part anywhere (used on CPU here).
+
+CFG parallelism (issue 11) doubles the devices: each of two stage groups runs one guidance half (batch 1), and the
+halves of the prediction are exchanged once per step. Its rows (``cfg_parallel: true``) project, from the same
+device, the 2- and 4-device alternatives side by side: CFG parallel alone (model_n 1, 2 devices: a batch-1 forward
+plus half the prediction over the link) against AsyncDiff N2 (2 devices), and CFG parallel x AsyncDiff N2 (4 devices:
+the N2 components timed at batch 1, plus its traffic at batch 1 and the prediction exchange) against AsyncDiff N4.
 """
 
 from __future__ import annotations
@@ -71,16 +77,17 @@ def build_unet(name: str, device: str, dtype: torch.dtype) -> Any:
     return unet.to(dtype).eval()
 
 
-def inputs(name: str, device: str, dtype: torch.dtype) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def inputs(name: str, device: str, dtype: torch.dtype, batch: int = 2) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Denoiser inputs of one step: batch 2 is a whole CFG call, batch 1 one guidance half (CFG parallel)."""
     side = MODELS[name]["latent"]
     cross = MODELS[name]["config"]["cross_attention_dim"]
-    kwargs: dict[str, Any] = {"encoder_hidden_states": torch.randn(2, 77, cross, device=device, dtype=dtype)}
+    kwargs: dict[str, Any] = {"encoder_hidden_states": torch.randn(batch, 77, cross, device=device, dtype=dtype)}
     if name == "sdxl":
         kwargs["added_cond_kwargs"] = {
-            "text_embeds": torch.randn(2, 1280, device=device, dtype=dtype),
-            "time_ids": torch.randn(2, 6, device=device, dtype=dtype),
+            "text_embeds": torch.randn(batch, 1280, device=device, dtype=dtype),
+            "time_ids": torch.randn(batch, 6, device=device, dtype=dtype),
         }
-    args = (torch.randn(2, 4, side, side, device=device, dtype=dtype), torch.tensor(500, device=device))
+    args = (torch.randn(batch, 4, side, side, device=device, dtype=dtype), torch.tensor(500, device=device))
     return args, kwargs
 
 
@@ -177,6 +184,58 @@ def project(full: float, comp_s: list[float], glue: float, recv_max: int, bw: fl
     return STEPS * full / (WARM_UP * full + rounds * step)
 
 
+def project_cfg(full: float, step: float, warm_step: float) -> float:
+    """Speedup over STEPS steps of a CFG-parallel configuration: WARM_UP steps at ``warm_step``, the rest at ``step``
+    (both already include the prediction exchange), against a full batch-2 forward per step."""
+    return STEPS * full / (WARM_UP * warm_step + (STEPS - WARM_UP) * step)
+
+
+def cfg_rows(
+    name: str,
+    unet: Any,
+    comps_n2: list[list[str]],
+    device: str,
+    dtype: torch.dtype,
+    full: float | None,
+    bw: float,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """The CFG-parallel rows: plain CFG parallel (model_n 1, 2 devices) and CFG parallel x AsyncDiff N2 (4 devices),
+    with traffic from the library's routing at batch 1 and, when timing, projections from batch-1 latencies."""
+    a1, k1 = inputs(name, device, dtype, batch=1)
+    tr = traffic(unet, comps_n2, a1, k1, 2)
+    half_eps = tr["eps_bytes"]  # each rank sends its group's half and receives the other's, once per step
+    plain: dict[str, Any] = {"model": name, "model_n": 1, "stride": 1, "devices": 2, "cfg_parallel": True}
+    plain.update(planned_bytes_per_step=2 * half_eps, reference_bytes_per_step=2 * half_eps, eps_bytes=half_eps)
+    plain["recv_bytes_per_rank"] = [half_eps, half_eps]
+    hybrid: dict[str, Any] = {"model": name, "model_n": 2, "stride": 1, "devices": 4, "cfg_parallel": True}
+    hybrid.update(
+        planned_bytes_per_step=2 * tr["planned_bytes_per_step"] + 2 * half_eps,
+        reference_bytes_per_step=2 * tr["reference_bytes_per_step"] + 2 * half_eps,
+        recv_bytes_per_rank=tr["recv_bytes_per_rank"] * 2,
+        eps_bytes=half_eps,
+    )
+    if full is not None:
+        full1, per_path1 = time_components(unet, {2: comps_n2}, a1, k1, repeats)
+        exchange = half_eps / bw
+        plain.update(
+            full_forward_s=full,
+            half_forward_s=full1,
+            projected_speedup=project_cfg(full, full1 + exchange, full1 + exchange),
+        )
+        plain["projected_speedup_conservative"] = project_cfg(
+            full, full1 + half_eps / CONSERVATIVE_BW, full1 + half_eps / CONSERVATIVE_BW
+        )
+        comp_s = [sum(per_path1[p] for p in c) for c in comps_n2]
+        glue = max(full1 - sum(comp_s), 0.0)
+        recv_max = max(tr["recv_bytes_per_rank"])
+        hybrid.update(full_forward_s=full, half_forward_s=full1, component_s=comp_s, glue_s=glue)
+        for key, link in (("projected_speedup", bw), ("projected_speedup_conservative", CONSERVATIVE_BW)):
+            step = max(comp_s) + glue + recv_max / link + half_eps / link
+            hybrid[key] = project_cfg(full, step, full1 + half_eps / link)
+    return [plain, hybrid]
+
+
 def main(argv: list[str] | None = None) -> int:
     from asyncdiff.presets import preset_components
 
@@ -228,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                         projected_speedup=project(full, comp_s, glue, recv_max, bw, stride),
                         projected_speedup_conservative=project(full, comp_s, glue, recv_max, CONSERVATIVE_BW, stride),
                     )
+                result["rows"].append(row)
+                print(json.dumps({k2: v for k2, v in row.items() if k2 != "recv_bytes_per_rank"}), flush=True)
+        if 2 in comps_by_n:  # the 2- and 4-device CFG-parallel rows beside AsyncDiff N2 and N4
+            for row in cfg_rows(name, unet, comps_by_n[2], device, dtype, full, bw, args.repeats):
                 result["rows"].append(row)
                 print(json.dumps({k2: v for k2, v in row.items() if k2 != "recv_bytes_per_rank"}), flush=True)
         print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)

@@ -341,8 +341,9 @@ def _comm_md(library: dict[str, Any] | None, speed: dict[str, Any] | None, real:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in real["rows"]:
+            cfg = " (CFG)" if r.get("cfg_parallel") else ""
             lines.append(
-                f"| {r['model']} | {r['model_n']} | {r['stride']} | {r['devices']} | "
+                f"| {r['model']} | {r['model_n']} | {r['stride']} | {r['devices']}{cfg} | "
                 f"{_mib(r['planned_bytes_per_step'])} MiB | {_mib(r['reference_bytes_per_step'])} MiB | "
                 f"{r['reference_bytes_per_step'] / r['planned_bytes_per_step']:.1f}x | "
                 f"{_mib(max(r['recv_bytes_per_rank']))} MiB |"
@@ -446,6 +447,52 @@ def _fidelity_md(fid: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cfg_md(cfg: dict[str, Any]) -> list[str]:
+    """CFG parallelism against AsyncDiff (bench/cfg_parallel.py): speed on 2 cores, fidelity on 4 ranks."""
+    lines = ["## CFG parallelism against AsyncDiff for the extra devices", ""]
+    sp = cfg.get("speed")
+    if sp:
+        c, a = sp["cfg_parallel_n1"], sp["asyncdiff_n2"]
+        x = c["median_speedup_vs_1thread"]
+        verdict = "**met**" if x >= sp["target"] else "**not met**"
+        lines += [
+            f"{sp['scale']} SD 2.1-layout UNet, {sp['size']}x{sp['size']}, {sp['steps']} DDIM steps, 1 thread per "
+            f"rank, each rank and the 1-thread baseline pinned to its own core ({sp['pinned_cores']}); median of "
+            f"{sp['repetitions']} alternating repetitions, measured side by side in one run:",
+            "",
+            "| configuration (2 cores) | seconds | speedup vs 1 thread | max abs diff vs sequential |",
+            "|---|---|---|---|",
+            f"| sequential, 1 thread | {sp['median_seq_1thread_s']:.2f} | 1.00x | 0 |",
+            f"| {c['label']} | {c['median_s']:.2f} | **{x:.2f}x** | {c['max_abs_diff_vs_sequential']:.1e} |",
+            f"| {a['label']} | {a['median_s']:.2f} | {a['median_speedup_vs_1thread']:.2f}x | "
+            f"{a['max_abs_diff_vs_sequential']:.3f} |",
+            "",
+            f"Target for CFG parallel >= {sp['target']}x (limit 2.0x, exact output): {verdict}.",
+            "",
+        ]
+    fid = cfg.get("fidelity")
+    if fid:
+        lines += [
+            f"Trained digits model ({fid['samples']} samples, {fid['steps']} steps, W=1): PSNR/SSIM against the "
+            "sequential output; 4 ranks on 2 cores are oversubscribed (fidelity only, not speed).",
+            "",
+            "| configuration | ranks | PSNR dB (mean) | SSIM (mean) | max abs diff vs sequential |",
+            "|---|---|---|---|---|",
+        ]
+        for r in fid["rows"]:
+            lines.append(
+                f"| {r['label']} | {r['world']} | {_fmt_db(r['psnr_db_mean'])} | {r['ssim_mean']:.4f} | "
+                f"{r['max_abs_diff_vs_sequential']:.1e} |"
+            )
+        closer = "is" if fid["cfg_x_n2_closer_than_n4"] else "is **not**"
+        lines += [
+            "",
+            f"CFG parallel x AsyncDiff N2 {closer} closer to the sequential output than AsyncDiff N4 on the same 4 "
+            f"ranks; it equals AsyncDiff N2 alone to {fid['cfg_x_n2_vs_n2_max_abs_diff']:.1e} (float reordering).",
+        ]
+    return lines
+
+
 def _operator_md(op: dict[str, Any]) -> list[str]:
     lines = [
         "## Operator scale on the local control plane",
@@ -536,6 +583,8 @@ def write_summary(results: Path) -> Path:
     else:
         lines += ["## Speed, memory: no results yet", ""]
     lines += [*_comm_md(library, speed, _load(results, "traffic_real_size")), ""]
+    cfg = _load(results, "cfg_parallel")
+    lines += (_cfg_md(cfg) if cfg else ["## CFG parallelism: no results yet"]) + [""]
     lines += (_fidelity_md(fid) if fid else ["## Fidelity: no results yet"]) + [""]
     lines += (_operator_md(op) if op else ["## Operator scale: no results yet"]) + [""]
     batch = _load(results, "batch_throughput")
@@ -561,7 +610,11 @@ def _gpu_line(results: Path) -> str:
     gpu = _load(results, "gpu_components")
     if not gpu:
         return "**Not run**: no GPU was available to this task; the script is ready (`bash bench/gpu.sh`)."
-    rows = [f"{r['model']} N={r['model_n']}: projected {r['projected_speedup']:.2f}x" for r in gpu.get("rows", [])]
+    rows = [
+        f"{r['model']} N={r['model_n']}{' x CFG' if r.get('cfg_parallel') else ''} on {r['devices']} devices: "
+        f"projected {r['projected_speedup']:.2f}x"
+        for r in gpu.get("rows", [])
+    ]
     return f"Ran on {gpu.get('device', '?')}: " + "; ".join(rows) + "."
 
 

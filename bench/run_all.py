@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("train", "library", "traffic", "speed", "fidelity", "operator", "batch")
+PARTS = ("train", "library", "traffic", "speed", "cfg", "fidelity", "operator", "batch")
 
 
 def _log(msg: str) -> None:
@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import speed
 
         timed("speed", lambda: _write(results, "speed", {"mode": mode, **speed.run(args.quick, _log)}))
+    if "cfg" in parts:
+        from bench import cfg_parallel
+
+        timed("cfg", lambda: _write(results, "cfg_parallel", {"mode": mode, **cfg_parallel.run(args.quick, _log)}))
     if "fidelity" in parts:
         from bench import fidelity
 

@@ -121,9 +121,9 @@ class Sequential(_StepClock):
         reset_peak_rss()
         self._marks.clear()
         start = time.perf_counter()
-        self.pipe(**call_kwargs(int(payload["steps"])))
+        result = self.pipe(**call_kwargs(int(payload["steps"])))
         end = time.perf_counter()
-        return {"seconds": end - start, **rss_bytes(), **self._steps_until(end)}
+        return {"seconds": end - start, **rss_bytes(), **self._steps_until(end), **_image(result, payload)}
 
     def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
         import torch
@@ -159,14 +159,32 @@ def measured_split(costs: dict[str, Any], model_n: int) -> list[list[str]]:
 class Async(_StepClock):
     """One rank of an AsyncDiff group."""
 
-    def __init__(self, rank: int, world: int, path: str, model_n: int, stride: int, warm_up: int, split: Any) -> None:
+    def __init__(
+        self,
+        rank: int,
+        world: int,
+        path: str,
+        model_n: int,
+        stride: int,
+        warm_up: int,
+        split: Any,
+        cfg_parallel: bool = False,
+    ) -> None:
         from asyncdiff import AsyncDiff
 
         from bench.models import load_scale_pipeline
 
         self.rank = rank
         self.pipe = load_scale_pipeline(path)
-        self.ad = AsyncDiff(self.pipe, model_n=model_n, stride=stride, warm_up=warm_up, split=split, timeout_s=600)
+        self.ad = AsyncDiff(
+            self.pipe,
+            model_n=model_n,
+            stride=stride,
+            warm_up=warm_up,
+            split=split,
+            timeout_s=600,
+            cfg_parallel=cfg_parallel,
+        )
         self.ad.exchange.profile = True  # the library's opt-in wait accounting (a few perf_counter calls per step)
         self._start_clock()
 
@@ -177,7 +195,7 @@ class Async(_StepClock):
         waits = dict(self.ad.exchange.wait_seconds)
         self._marks.clear()
         start = time.perf_counter()
-        self.pipe(**call_kwargs(int(payload["steps"])))
+        result = self.pipe(**call_kwargs(int(payload["steps"])))
         end = time.perf_counter()
         return {
             "seconds": end - start,
@@ -185,6 +203,7 @@ class Async(_StepClock):
             **self._steps_until(end),
             "wait_s": self._waits_since(waits),
             "stats": self.ad.stats(),
+            **_image(result, payload if self.rank == 0 else {}),
         }
 
     def profile(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +245,11 @@ class Async(_StepClock):
             times.append(time.perf_counter() - start)
         t = statistics.median(times)
         return {"bytes": n * 4, "seconds": t, "bytes_per_s": n * 4 / t}
+
+
+def _image(result: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """The generated image (``payload["image"]`` true), for exactness checks across configurations."""
+    return {"image": result.images[0]} if payload.get("image") else {}
 
 
 def _median(xs: list[float]) -> float:

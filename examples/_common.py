@@ -55,15 +55,18 @@ def parse_args(family: str, argv: list[str] | None = None) -> argparse.Namespace
     fam = FAMILIES[family]
     p = argparse.ArgumentParser(
         description=f"AsyncDiff example for the {family} family. Launch with "
-        "`torchrun --nproc_per_node=<model-n + stride - 1> " + sys.argv[0] + " ...`."
+        "`torchrun --nproc_per_node=<model-n + stride - 1, x 2 with --cfg-parallel> " + sys.argv[0] + " ...`."
     )
     p.add_argument("--model", help=f"hub id or local folder (default: {DEFAULT_MODELS[family]}, or --tiny)")
     p.add_argument("--tiny", action="store_true", help="without --model: build a tiny random model offline")
     p.add_argument("--layout", choices=("minimal", "real"), default="real", help="tiny model layout")
-    p.add_argument("--model-n", type=int, default=2, help="number of components N (2, 3, 4)")
+    p.add_argument("--model-n", type=int, default=2, help="number of components N (1, 2, 3, 4; 1: no split)")
     p.add_argument("--stride", type=int, default=1, help="stride S (1, 2); world size is N + S - 1")
     p.add_argument("--warm-up", type=int, default=None, help="warm-up steps W (default: the family's)")
     p.add_argument("--time-shift", action="store_true", help="feed each component the previous timestep")
+    p.add_argument(
+        "--cfg-parallel", action="store_true", help="one guidance half per stage group (exact); doubles the world size"
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the family's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", type=int, default=2, help="pipeline calls; the first one plans and warms up")
@@ -220,7 +223,12 @@ def run_example(family: str, real_inputs: RealInputs, argv: list[str] | None = N
     with model_source(args) as source:
         pipe = load(args, source)
     async_diff = AsyncDiff(
-        pipe, model_n=args.model_n, stride=args.stride, warm_up=args.warm_up, time_shift=args.time_shift
+        pipe,
+        model_n=args.model_n,
+        stride=args.stride,
+        warm_up=args.warm_up,
+        time_shift=args.time_shift,
+        cfg_parallel=args.cfg_parallel,
     )
     rank = dist.get_rank()
     latencies: list[float] = []

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from asyncdiff.families import FAMILIES
 from asyncdiff_worker.spec import ParallelismSpec
-from asyncdiff_worker.spec.models import GenerationSpec
+from asyncdiff_worker.spec.models import UNBATCHABLE_FAMILIES, GenerationSpec
 
 from asyncdiff_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, AsyncDiffJobSpec, RunPolicy
 from asyncdiff_operator.children import DNS_LABEL, MAX_NAME_LENGTH
@@ -112,13 +112,14 @@ _S = f"(has({_P}.stride) ? {_P}.stride : {ParallelismSpec().stride})"
 _DEVICES = f"(has({_P}) ? ({_N} + {_S} - 1) * ({_CFG} ? 2 : 1) : {ParallelismSpec().devices_per_group})"
 """CEL for ``JobSpec.devices_per_group``: (modelN + stride - 1) x (2 if cfgParallel); the same formula as pydantic."""
 _GUIDED = ", ".join(f"'{name}'" for name, family in FAMILIES.items() if family.guidance is not None)
+_UNBATCHABLE = ", ".join(f"'{name}'" for name in UNBATCHABLE_FAMILIES)
 _DEFAULT_GUIDANCE = float(GenerationSpec.model_fields["guidance_scale"].default)
 
 
 def spec_rules() -> list[dict[str, str]]:
     """CEL rules on ``spec``, each the twin of a pydantic check: the job's devices ((modelN + stride - 1) x (2 if
     cfgParallel)) fit numNodes and gpusPerNode; stride 2 needs modelN >= 2; cfgParallel needs a family with guidance
-    and guidanceScale > 1."""
+    and guidanceScale > 1; batchSize > 1 only where batching reproduces one call per seed."""
     guidance = f"(has(self.generation.guidanceScale) ? double(self.generation.guidanceScale) : {_DEFAULT_GUIDANCE})"
     return [
         {
@@ -143,6 +144,14 @@ def spec_rules() -> list[dict[str, str]]:
             "rule": f"!has({_P}) || !{_CFG} || self.model.family in [{_GUIDED}]",
             "fieldPath": ".parallelism.cfgParallel",
             "message": "parallelism.cfgParallel needs a family with classifier-free guidance: set cfgParallel false",
+        },
+        {
+            "rule": "!has(self.generation.batchSize) || self.generation.batchSize == 1 || "
+            f"!(self.model.family in [{_UNBATCHABLE}])",
+            "fieldPath": ".generation.batchSize",
+            "message": "generation.batchSize > 1 is not supported for "
+            + ", ".join(UNBATCHABLE_FAMILIES)
+            + " (their pipelines share one generator's noise across a batch): use batchSize 1",
         },
         {
             "rule": f"!has({_P}) || !{_CFG} || {guidance} > 1.0",

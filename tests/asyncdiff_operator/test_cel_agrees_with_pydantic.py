@@ -76,6 +76,26 @@ def test_cel_and_pydantic_agree_on_every_combination() -> None:
     assert accepted > 50 and rejected > 50  # the grid exercises both sides of every rule
 
 
+def test_cel_and_pydantic_agree_on_batch_size_per_family() -> None:
+    crd_schema = _crd_schema()
+    for family, batch in itertools.product(("sd15", "sdxl", "svd", "sd-upscaler", "animatediff"), (_ABSENT, 1, 2, 4)):
+        spec = copy.deepcopy(BASE)
+        spec["model"]["family"] = family
+        if batch is not _ABSENT:
+            spec["generation"]["batchSize"] = batch
+        try:
+            parse_spec(spec)
+            pydantic_ok = True
+        except ValidationError:
+            pydantic_ok = False
+        body = {"apiVersion": "asyncdiff.io/v1alpha1", "kind": "AsyncDiffJob", "metadata": {"name": "x"}, "spec": spec}
+        errors = schema.process(body, crd_schema).errors
+        assert pydantic_ok == (not errors), (family, batch, errors)
+        assert pydantic_ok == (batch in (_ABSENT, 1) or family not in ("svd", "sd-upscaler"))
+        if errors:
+            assert [e.field for e in errors] == ["spec.generation.batchSize"]
+
+
 @pytest.mark.parametrize(
     ("combo", "field"),
     [

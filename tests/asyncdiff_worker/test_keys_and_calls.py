@@ -114,3 +114,33 @@ def test_call_kwargs_per_family(family: str, extra: dict[str, Any], expected_key
         assert "prompt" not in kwargs
         assert output_format(parsed) == "mp4"
     assert uses_img2img(parsed) == (family == "sd15" and "generation.initImage" in extra)
+
+
+def test_batches_group_consecutive_outputs_without_mixing_negative_prompts() -> None:
+    from asyncdiff_worker.calls import batches
+
+    outputs = plan_outputs(job(SPEC).spec, [PromptItem("a"), PromptItem("b", "neg")])  # 3 images per prompt
+    assert [[o.index for o in g] for g in batches(outputs, 2)] == [[0, 1], [2], [3, 4], [5]]
+    assert [[o.index for o in g] for g in batches(outputs, 1)] == [[i] for i in range(6)]
+    same = plan_outputs(job(SPEC).spec, [PromptItem("a"), PromptItem("b")])
+    assert [[o.index for o in g] for g in batches(same, 4)] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_batch_call_kwargs_lists_the_prompts_and_one_item_is_the_plain_call() -> None:
+    from asyncdiff_worker.calls import batch_call_kwargs, batches
+
+    spec = job(SPEC).spec
+    outputs = plan_outputs(spec, [PromptItem("a", "n1"), PromptItem("b", "n2")])
+    group = batches(outputs, 4)[0]
+    kw = batch_call_kwargs(spec, group, {})
+    assert kw["prompt"] == ["a", "a", "a", "b"] and kw["negative_prompt"] == ["n1", "n1", "n1", "n2"]
+    assert kw["num_images_per_prompt"] == 1
+    assert batch_call_kwargs(spec, outputs[:1], {}) == call_kwargs(spec, outputs[0], {})
+    svd = copy.deepcopy(SPEC)
+    svd["model"]["family"] = "svd"
+    svd["generation"].pop("prompts")
+    svd["generation"]["conditioningImage"] = "/c.png"
+    svd_spec = job(svd).spec
+    items = plan_outputs(svd_spec, [PromptItem("")])
+    kw = batch_call_kwargs(svd_spec, items[:2], {"conditioning_image": IMG})
+    assert kw["num_videos_per_prompt"] == 2 and "prompt" not in kw

@@ -178,3 +178,61 @@ def test_speed_target_verdict_names_the_split_that_met_it(
     (tmp_path / "run_all.json").write_text(json.dumps({"mode": "quick", "seconds": {"speed": 1.0}}))
     summary = render(tmp_path, {}).read_text()
     assert f"(limit 2.0x): {verdict}." in summary
+
+
+def cfg_parallel() -> dict[str, Any]:
+    def row(label: str, world: int, psnr: float | str) -> dict[str, Any]:
+        return {
+            "label": label,
+            "world": world,
+            "psnr_db_mean": psnr,
+            "ssim_mean": 0.9,
+            "max_abs_diff_vs_sequential": 0.1,
+        }
+
+    return {
+        "speed": {
+            "scale": "L",
+            "size": 256,
+            "steps": 50,
+            "repetitions": 3,
+            "pinned_cores": [[0], [1]],
+            "median_seq_1thread_s": 40.0,
+            "target": 1.9,
+            "cfg_parallel_n1": {
+                "label": "CFG parallel, model_n 1, 2 ranks on 2 cores",
+                "median_s": 20.6,
+                "median_speedup_vs_1thread": 1.94,
+                "max_abs_diff_vs_sequential": 3e-7,
+            },
+            "asyncdiff_n2": {
+                "label": "AsyncDiff N=2 S=1 W=1 (preset split), 2 ranks on 2 cores",
+                "median_s": 21.5,
+                "median_speedup_vs_1thread": 1.86,
+                "max_abs_diff_vs_sequential": 0.2,
+            },
+        },
+        "fidelity": {
+            "samples": 64,
+            "steps": 20,
+            "rows": [
+                row("CFG parallel x AsyncDiff N2 (4 ranks)", 4, 26.8),
+                row("AsyncDiff N4 (4 ranks)", 4, 23.0),
+                row("CFG parallel x AsyncDiff N2, W >= steps (exactness)", 4, "inf"),
+            ],
+            "cfg_x_n2_vs_n2_max_abs_diff": 2e-7,
+            "cfg_x_n2_closer_than_n4": True,
+        },
+    }
+
+
+def test_render_shows_the_cfg_parallel_rows(tmp_path: Path) -> None:
+    (tmp_path / "cfg_parallel.json").write_text(json.dumps(cfg_parallel()))
+    (tmp_path / "run_all.json").write_text(json.dumps({"mode": "full", "seconds": {"cfg": 1.0}}))
+    summary = render(tmp_path, {}).read_text()
+    assert "| CFG parallel, model_n 1, 2 ranks on 2 cores | 20.60 | **1.94x** | 3.0e-07 |" in summary
+    assert "| AsyncDiff N=2 S=1 W=1 (preset split), 2 ranks on 2 cores | 21.50 | 1.86x | 0.200 |" in summary
+    assert "(limit 2.0x, exact output): **met**." in summary
+    assert "| AsyncDiff N4 (4 ranks) | 4 | 23.0 | 0.9000 |" in summary
+    assert "N2 is closer to the sequential output than AsyncDiff N4" in summary
+    assert "inf (exact)" in summary

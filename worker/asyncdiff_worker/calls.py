@@ -1,8 +1,9 @@
 """What each output is (prompt, seed) and the keyword arguments of its pipeline call, per family.
 
 Why pure functions: the mapping from spec to diffusers arguments is the part most likely to be wrong for one family
-and is testable without torch. Every output is one pipeline call with one image or video, so each gets its own
-seed, timing and progress; output i of a job always uses seed + i, on every rank.
+and is testable without torch. Output i of a job always uses seed + i, on every rank. By default every output is one
+pipeline call; ``generation.batchSize`` > 1 groups consecutive outputs into one call (a list of prompts, one
+generator each), which diffusers computes sample by sample with the same random draws as one call each.
 """
 
 from __future__ import annotations
@@ -107,4 +108,32 @@ def call_kwargs(spec: JobSpec, item: OutputItem, images: Mapping[str, Image.Imag
             kw.update(size)
     else:
         kw.update(size)
+    return kw
+
+
+def batches(items: list[OutputItem], size: int) -> list[list[OutputItem]]:
+    """Consecutive outputs grouped ``size`` at a time for one pipeline call each. A group never mixes outputs with
+    and without a negative prompt: diffusers encodes a missing negative prompt differently from an empty one."""
+    groups: list[list[OutputItem]] = []
+    for item in items:
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < size and (last[0].negative is None) == (item.negative is None):
+            last.append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def batch_call_kwargs(spec: JobSpec, items: list[OutputItem], images: Mapping[str, Image.Image]) -> dict[str, Any]:
+    """Keyword arguments for one call producing ``items`` (one of :func:`batches`), without the generators (one
+    per item, in order, seeded with each item's seed). One item gives exactly :func:`call_kwargs`."""
+    kw = call_kwargs(spec, items[0], images)
+    if len(items) == 1:
+        return kw
+    if spec.model.family == "svd":  # no prompts: several videos of the one conditioning image
+        kw["num_videos_per_prompt"] = len(items)
+        return kw
+    kw["prompt"] = [item.prompt for item in items]
+    if items[0].negative is not None:
+        kw["negative_prompt"] = [item.negative for item in items]
     return kw

@@ -24,7 +24,7 @@ from asyncdiff.errors import AsyncDiffError
 from asyncdiff.loading import load_pipeline
 from PIL import Image
 
-from asyncdiff_worker.calls import OutputItem, call_kwargs, is_video, output_format, uses_img2img
+from asyncdiff_worker.calls import OutputItem, batch_call_kwargs, batches, is_video, output_format, uses_img2img
 from asyncdiff_worker.completion import (
     ShardMarker,
     ShardTimings,
@@ -129,8 +129,8 @@ def _step_callback_kwargs(pipe: Any, on_step: Any) -> dict[str, Any]:
     return {}
 
 
-def _frames(result: Any) -> list[Image.Image]:
-    frames = result.frames[0]
+def _frames(result: Any, position: int = 0) -> list[Image.Image]:
+    frames = result.frames[position]
     return list(frames)
 
 
@@ -294,15 +294,15 @@ def _render(
     gen_seconds = 0.0
     reporter.phase("generating", shard=shard)
     try:
-        for item in todo:
-            reporter.begin_output(item.index)
-            kwargs = call_kwargs(spec, item, ctx.prepared.images)
-            generator = torch.Generator("cpu").manual_seed(item.seed)
+        for group in batches(todo, spec.generation.batch_size):
+            reporter.begin_output(group[0].index)
+            kwargs = batch_call_kwargs(spec, group, ctx.prepared.images)
+            generators = [torch.Generator("cpu").manual_seed(item.seed) for item in group]
             started = time.time()
             t0 = time.perf_counter()
-            result = loaded.pipe(**kwargs, **loaded.hooks, generator=generator)
-            seconds = time.perf_counter() - t0
-            gen_seconds += seconds
+            result = loaded.pipe(**kwargs, **loaded.hooks, generator=generators[0] if len(group) == 1 else generators)
+            seconds = (time.perf_counter() - t0) / len(group)
+            gen_seconds += seconds * len(group)
             if uploader is not None:
                 rendering = Rendering(
                     shard=shard,
@@ -315,7 +315,8 @@ def _render(
                     height=0,
                     frames=None,
                 )
-                _store(ctx, uploader, records, item, result, fmt, video, rendering, job_hash)
+                for position, item in enumerate(group):
+                    _store(ctx, uploader, records, item, result, fmt, video, rendering, job_hash, position)
         wait_start = time.perf_counter()
         reporter.phase("uploading", shard=shard)
         if uploader is not None:
@@ -337,16 +338,18 @@ def _store(
     video: bool,
     rendering: Rendering,
     job_hash: str,
+    position: int = 0,
 ) -> None:
+    """Encode and upload output ``item``, the ``position``-th of the pipeline call's ``result``."""
     spec = ctx.spec
     frames: int | None = None
     if video:
-        images = _frames(result)
+        images = _frames(result, position)
         data = encode_video(images, fmt, spec.generation.fps, spec.output.quality)
         width, height = images[0].size
         frames = len(images)
     else:
-        image = result.images[0]
+        image = result.images[position]
         data = encode_image(image, fmt, spec.output.quality)
         width, height = image.size
     location = ctx.layout.output(item.index, item.prompt_index, fmt)

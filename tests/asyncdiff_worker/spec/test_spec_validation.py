@@ -115,6 +115,16 @@ def test_cfg_parallel_on_a_family_without_guidance_is_refused(monkeypatch: pytes
     ]
 
 
+def test_batch_size_is_refused_where_batching_changes_the_outputs() -> None:
+    svd = with_("generation", {"steps": 8, "batchSize": 2, "conditioningImage": "/c.png"}, with_("model.family", "svd"))
+    errs = messages(svd)
+    assert len(errs) == 1 and errs[0].startswith("spec: generation.batchSize: 2 is not supported for svd")
+    assert "use batchSize 1" in errs[0]
+    job = validate_job(with_("generation.batchSize", 4))
+    assert isinstance(job, AsyncDiffJob) and job.spec.generation.batch_size == 4
+    assert messages(with_("generation.batchSize", 17)) == ["spec.generation.batchSize: 17 is more than the maximum 16"]
+
+
 def test_family_literal_matches_the_library_table() -> None:
     assert set(FamilyName.__args__) == set(FAMILIES)  # type: ignore[attr-defined]
 

@@ -34,6 +34,13 @@ VIDEO_FORMATS: tuple[str, ...] = ("mp4", "gif", "webp")
 
 Prompt = Annotated[str, Field(max_length=limits.MAX_PROMPT_CHARS)]
 
+UNBATCHABLE_FAMILIES: dict[str, str] = {
+    "svd": "svd's pipeline draws the conditioning image's noise from the first generator only",
+    "sd-upscaler": "sd-upscaler's pipeline draws the input image's noise from the first generator only",
+}
+"""Families whose pipelines, given several outputs in one call, do not reproduce one call per output with the same
+seeds (``generation.batchSize`` must stay 1), and why."""
+
 _URI_HELP = "s3://bucket/prefix, file:///absolute/path, or a path (a mounted volume)"
 
 
@@ -313,6 +320,16 @@ class JobSpec(SpecModel):
     def devices_per_group(self) -> int:
         """Processes (GPUs) of one AsyncDiff process group: (modelN + stride - 1) x (2 if cfgParallel else 1)."""
         return self.parallelism.devices_per_group
+
+    @model_validator(mode="after")
+    def _batch_size_reproduces_single_calls(self) -> JobSpec:
+        why = UNBATCHABLE_FAMILIES.get(self.model.family)
+        if self.generation.batch_size > 1 and why is not None:
+            raise ValueError(
+                f"generation.batchSize: {self.generation.batch_size} is not supported for {self.model.family} ({why}, "
+                "so batched outputs would not equal one output per seed): use batchSize 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cfg_parallel_needs_guidance(self) -> JobSpec:
