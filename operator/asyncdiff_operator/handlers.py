@@ -4,7 +4,9 @@ Why a timer and not only events: the state that matters (the child Job, its pods
 clock for deadlines and stalls) lives outside the CR; reading it every interval makes the operator level-based, so a
 restart or a missed watch event loses nothing. Each tick is idempotent: children have deterministic names, a 409
 means "already there", and the status patch holds absolute values computed from the stored status. Children are
-deleted *before* the status patch that records why, so a crash in between is repaired by the next tick.
+deleted *before* the status patch that records why, so a crash in between is repaired by the next tick. Every pass
+runs under ``guarded``: an error is a ``Reconciled=False`` condition and a Warning Event (``reconcile_errors``) and
+the next tick retries, instead of kopf pausing the job for 60 s with nothing but a log line.
 
 Settings from the environment (``settings.py``, parsed once when this module is imported, so a bad value stops the
 operator at start-up): ``ASYNCDIFF_RECONCILE_INTERVAL`` (seconds, default 1), ``ASYNCDIFF_STALL_SECONDS`` (progress

@@ -2,7 +2,8 @@
 
 Why separate: handlers stay about policy; everything that talks to the API server (and its 404/409 semantics) is
 here. The worker never talks to the API; its progress is read from the pod log (its JSON stdout lines). Every call
-has a client-side timeout (``TIMEOUT``): a hung connection must fail the reconcile (kopf retries it), not block it.
+has a client-side timeout (``TIMEOUT``): a hung connection must fail the reconcile (the next tick retries it), not
+block it.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ The policy, in order:
   infrastructure failure.
 - A Pending pod's own reason (scheduling failure, mount failure, image pull failure, from its conditions, container
   states or Warning events) is the Running condition's reason, with an Event when it changes; an attempt with a pod
-  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none).
+  Pending longer than the pending timeout fails with that reason (PendingTimeout when the pod gave none); a pod held
+  by a scheduling gate (a queue) is never timed out.
 - Worker user errors (exit 10-19) fail at once; other failures are retried while ``failedAttempts <=
   backoffLimit``.
 - A child Job that vanished while the CR is active is re-created under the same attempt name.
@@ -45,6 +46,8 @@ from asyncdiff_operator.api import RunPolicy
 
 DEFAULT_STALL_SECONDS = 600.0
 DEFAULT_PENDING_TIMEOUT = 600.0
+QUEUED_REASONS = frozenset({"SchedulingGated"})
+"""Pending reasons that mean "waiting in a queue" (a scheduling gate held by e.g. Kueue): shown, never timed out."""
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -198,12 +201,34 @@ def _failure(ctx: _Ctx, out: dict[str, Any], obs: Observation, policy: RunPolicy
     return _finish_failed(ctx, out, final, f"{reason}: {msg}" if final != reason else msg, obs)
 
 
+def _suspend(ctx: _Ctx, out: dict[str, Any]) -> Decision:
+    """Suspend the attempt's Job (the Job controller deletes its pods); a new job's first Job is created suspended."""
+    out["phase"] = reasons.SUSPENDED
+    ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
+    out["conditions"] = ctx.conds
+    if ctx.attempts == 0:
+        out["attempts"] = 1
+    decision = Decision(out, create_attempt=1 if ctx.attempts == 0 else None, suspend_child=True)
+    decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
+    return decision
+
+
+def _resume(ctx: _Ctx, out: dict[str, Any]) -> Decision:
+    """Resume the same Job; the deadline counts from now, as the Job controller resets a resumed Job's startTime."""
+    out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
+    ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
+    ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
+    out["conditions"] = ctx.conds
+    return Decision(out, suspend_child=False, events=[("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")])
+
+
 def _pending(ctx: _Ctx, out: dict[str, Any], obs: Observation, timeout: float) -> Decision:
     """An attempt with a Pending pod: its reason in the Running condition (and an Event when the reason changes);
     failed with that reason once it has waited longer than ``timeout`` (retrying would wait the same way)."""
     waited = ctx.now - (obs.pending_since or ctx.now)
     reason, detail = obs.pending_reason, obs.pending_message
-    if waited > timeout:
+    if waited > timeout and reason not in QUEUED_REASONS:
         final = reason or reasons.PENDING_TIMEOUT
         message = f"attempt {ctx.attempts}: a pod was Pending for {waited:.0f} s (pending timeout {timeout:.0f} s)"
         if detail:
@@ -240,31 +265,14 @@ def decide(
     ctx = _Ctx(status, generation, time.time() if now is None else now)
     out: dict[str, Any] = {}
     if policy.suspend:
-        if phase == reasons.SUSPENDED:
-            return Decision()
-        out["phase"] = reasons.SUSPENDED
-        ctx.cond(reasons.COND_SUSPENDED, True, reasons.SUSPENDED_REASON, "spec.runPolicy.suspend is true")
-        ctx.cond(reasons.COND_RUNNING, False, reasons.SUSPENDED_REASON, "suspended")
-        out["conditions"] = ctx.conds
-        if ctx.attempts == 0:  # the attempt's Job is created suspended: no pod until resumed
-            out["attempts"] = 1
-            decision = Decision(out, create_attempt=1, suspend_child=True)
-        else:  # the same Job, suspended: the Job controller deletes its pods (GPUs released)
-            decision = Decision(out, suspend_child=True)
-        decision.events.append(("Normal", reasons.SUSPENDED_REASON, f"attempt {max(ctx.attempts, 1)} suspended"))
-        return decision
+        return Decision() if phase == reasons.SUSPENDED else _suspend(ctx, out)
     if ctx.attempts == 0:
         out["startTime"] = now_iso(ctx.now)
         if phase == reasons.SUSPENDED:  # suspended at creation by an operator that created no Job then
             ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
         return _new_attempt(ctx, out, "new job")
-    if phase == reasons.SUSPENDED:  # resume the same Job; the deadline counts from now, as for batch/v1 Jobs
-        out.update(phase=reasons.PENDING, startTime=now_iso(ctx.now))
-        ctx.cond(reasons.COND_SUSPENDED, False, reasons.RESUMED, "spec.runPolicy.suspend is false")
-        ctx.cond(reasons.COND_RUNNING, False, reasons.POD_PENDING, f"attempt {ctx.attempts} resumed: waiting for pods")
-        out["conditions"] = ctx.conds
-        resumed = ("Normal", reasons.RESUMED, f"attempt {ctx.attempts} resumed")
-        return Decision(out, suspend_child=False, events=[resumed])
+    if phase == reasons.SUSPENDED:
+        return _resume(ctx, out)
     progress = progress_of(obs.event)
     if progress is not None and progress != status.get("progress"):
         out["progress"] = progress

@@ -185,3 +185,28 @@ def test_an_unschedulable_pod_is_surfaced_then_fails_the_job(e2e: E2E) -> None:
     assert any(e.reason == "Unschedulable" for e in events(e2e, "too-big"))
     status = e2e.wait_phase("too-big", "Failed", PENDING_TIMEOUT + 30)
     assert status["lastFailure"]["reason"] == "Unschedulable" and unschedulable in status["lastFailure"]["message"]
+
+
+def test_created_suspended_then_resumed_and_a_child_suspended_by_a_queue(e2e: E2E, hang_dir: Path) -> None:
+    """A job created suspended gets its Job created suspended (what Kueue expects to admit); resuming unsuspends
+    that same Job. A child Job suspended by someone else (a queue) leaves the job Pending with reason
+    ChildSuspended, and the operator does not fight it."""
+    env = [{"name": "PYTHONPATH", "value": str(hang_dir)}]
+    apply(e2e, "queued", env, runPolicy={"suspend": True})
+    status = e2e.wait_phase("queued", "Suspended", 30)
+    assert status["attempts"] == 1
+    e2e.wait(lambda: e2e.jobs("queued"), 30, "the child Job")
+    child = e2e.batch.read_namespaced_job("queued-attempt-1", "default")
+    assert child.spec.suspend is True and not e2e.pods("queued")
+    e2e.kubectl("patch", "adj/queued", "--type=merge", "-p", '{"spec":{"runPolicy":{"suspend":false}}}')
+    e2e.wait_phase("queued", "Running", 30)
+    assert e2e.jobs("queued") == ["queued-attempt-1"] and e2e.status("queued")["attempts"] == 1
+    e2e.batch.patch_namespaced_job("queued-attempt-1", "default", {"spec": {"suspend": True}})  # a queue preempts
+    e2e.wait(lambda: condition(e2e, "queued", "Running").get("reason") == "ChildSuspended", 30, "ChildSuspended")
+    assert e2e.status("queued")["phase"] == "Pending"
+    e2e.wait(lambda: not e2e.pods("queued"), 30, "pods of the suspended child deleted")
+    assert e2e.batch.read_namespaced_job("queued-attempt-1", "default").spec.suspend is True  # not overridden
+    e2e.batch.patch_namespaced_job("queued-attempt-1", "default", {"spec": {"suspend": False}})  # admitted again
+    e2e.wait_phase("queued", "Running", 30)
+    assert not e2e.status("queued").get("failedAttempts")
+    e2e.kubectl("delete", "adj/queued", "--timeout=30s", timeout=40)

@@ -148,3 +148,10 @@ def test_a_pending_pod_s_reason_is_surfaced_then_fails_the_job_after_the_timeout
     assert decide(status, silent, P1, 1, now=1061.0, pending_timeout=60).status["lastFailure"]["reason"] == (
         reasons.PENDING_TIMEOUT
     )
+
+
+def test_a_pod_held_by_a_scheduling_gate_waits_without_a_timeout() -> None:
+    gated = Observation("Pending", pending_reason="SchedulingGated", pending_message="pod p: gated", pending_since=0.0)
+    d = decide({"attempts": 1, "phase": "Pending"}, gated, P1, 1, now=10**6, pending_timeout=60)
+    assert d.status["phase"] == reasons.PENDING and d.delete_attempt is None
+    assert {c["type"]: c for c in d.status["conditions"]}["Running"]["reason"] == "SchedulingGated"
