@@ -9,12 +9,13 @@ SD 2.1-layout UNet, ``bench.models`` scale M, CPU, gloo, one thread per process)
 - ``replicas 2 x modelN 1``: two data-parallel groups, one core each, each rendering its shards (target >= 1.8x);
 - ``replicas 1 x modelN 2``: one AsyncDiff group of two ranks on the two cores (latency layout).
 
-The job is long enough that start-up (CR created -> first output stored) is under 10% of it in full mode (the
-results say the measured share). Then the 2-replica job runs again with a fault mid-run (one worker pod deleted
-once it has stored an output) and the result manifest says what was rendered again: outputs stored before the
-fault and rendered again (expected 0), and outputs the replacement pod rendered. Pods are not pinned to cores
-(the control plane runs them as plain processes), so the two groups share the machine with anything else on it:
-the load averages are recorded.
+Start-up (CR created -> first output's render started) is reported as a share of each job; full mode (24
+outputs, 12 steps, 192 px: about 3 minutes for the baseline on a quiet core) keeps it near 10% for the baseline
+and under 20% for two groups, which bounds the measured ratio below the ideal 2x by that much. Then the 2-replica
+job runs again with a fault mid-run (one worker pod deleted once it has stored an output) and the result manifest
+says what was rendered again: outputs stored before the fault whose render started after it (expected 0), and
+outputs rendered after the fault in all. Pods are not pinned to cores (the control plane runs them as plain
+processes), so the two groups share the machine with anything else on it: the load averages are recorded.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def _run_job(
             "at_s": round(fault_info["at"] - t0, 2),
             "stored_before_fault": len(before),
             "stored_before_and_rendered_again": sum(
-                1 for i in before if by_index[i]["renderedBy"] != fault_info["deleted_pod"]
+                1 for i in before if _parse_iso(by_index[i]["renderedAt"]) > fault_info["at"]
             ),
             "rendered_by_other_pods_after_fault": sum(
                 1 for r in records if _parse_iso(r["renderedAt"]) > fault_info["at"]
@@ -143,7 +144,7 @@ def run(quick: bool, log: Any = print) -> dict[str, Any]:
 
     from bench.models import ensure_scale_pipeline
 
-    outputs, steps, size = (8, 8, 128) if quick else (40, 25, 256)
+    outputs, steps, size = (8, 8, 128) if quick else (24, 12, 192)
     model = ensure_scale_pipeline("M")
     result: dict[str, Any] = {
         "model": "SD 2.1-layout UNet, scale M (bench.models), random weights, float32, CPU, gloo",
