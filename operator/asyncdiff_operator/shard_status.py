@@ -250,7 +250,12 @@ def decide_sharded(
         if phase != reasons.QUEUED:
             out["phase"] = reasons.QUEUED
             conds = set_condition(
-                conds, reasons.COND_RUNNING, False, reasons.QUEUED_REASON, "waiting for Kueue", generation
+                conds,
+                reasons.COND_RUNNING,
+                False,
+                reasons.CHILD_SUSPENDED,
+                f"attempt {attempts}: the Job is suspended: waiting for admission (Kueue)",
+                generation,
             )
             out["conditions"] = conds
             out.pop("startTime", None)
