@@ -191,6 +191,7 @@ def observe_sharded(
         completed=frozenset(completed),
         failed_indexes=frozenset(failed_idx),
         active=active,
+        ready=int(jst.get("ready") or 0),
         failed_pods=failed_pods,
         parallelism=parallelism,
         failure=failure,

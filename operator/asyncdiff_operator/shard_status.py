@@ -56,7 +56,8 @@ class ShardObservation:
     failed_message: str = ""
     completed: frozenset[int] = frozenset()
     failed_indexes: frozenset[int] = frozenset()
-    active: int = 0
+    active: int = 0  # pods not finished (Pending ones included)
+    ready: int = 0  # pods Ready (running): the Job's status.ready
     failed_pods: int = 0  # the Job's status.failed (counted failures; ignored ones are not in it)
     parallelism: int | None = None  # the child Job's spec.parallelism
     sample_index: int | None = None  # the shard whose pod was sampled this tick
@@ -249,7 +250,12 @@ def decide_sharded(
         if phase != reasons.QUEUED:
             out["phase"] = reasons.QUEUED
             conds = set_condition(
-                conds, reasons.COND_RUNNING, False, reasons.QUEUED_REASON, "waiting for Kueue", generation
+                conds,
+                reasons.COND_RUNNING,
+                False,
+                reasons.CHILD_SUSPENDED,
+                f"attempt {attempts}: the Job is suspended: waiting for admission (Kueue)",
+                generation,
             )
             out["conditions"] = conds
             out.pop("startTime", None)
@@ -325,7 +331,7 @@ def decide_sharded(
         decision.events.append(
             ("Normal", reasons.SCALED, f"groups {obs.parallelism} -> {layout.groups} (replicas {layout.replicas})")
         )
-    if obs.active > 0 and phase != reasons.RUNNING:
+    if (obs.ready > 0 or obs.sample_phase == "Running") and phase != reasons.RUNNING:  # a group runs, not waits
         out["phase"] = reasons.RUNNING
         conds = set_condition(
             conds, reasons.COND_RUNNING, True, reasons.POD_RUNNING, f"{obs.active} group(s) running", generation

@@ -203,7 +203,7 @@ def test_created_suspended_then_resumed_and_a_child_suspended_by_a_queue(e2e: E2
     assert e2e.jobs("queued") == ["queued-attempt-1"] and e2e.status("queued")["attempts"] == 1
     e2e.batch.patch_namespaced_job("queued-attempt-1", "default", {"spec": {"suspend": True}})  # a queue preempts
     e2e.wait(lambda: condition(e2e, "queued", "Running").get("reason") == "ChildSuspended", 30, "ChildSuspended")
-    assert e2e.status("queued")["phase"] == "Pending"
+    assert e2e.status("queued")["phase"] == "Queued"  # a single-node (sharded) job waiting for its queue
     e2e.wait(lambda: not e2e.pods("queued"), 30, "pods of the suspended child deleted")
     assert e2e.batch.read_namespaced_job("queued-attempt-1", "default").spec.suspend is True  # not overridden
     e2e.batch.patch_namespaced_job("queued-attempt-1", "default", {"spec": {"suspend": False}})  # admitted again

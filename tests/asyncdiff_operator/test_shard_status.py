@@ -213,7 +213,7 @@ def test_queued_until_admitted_then_the_deadline_counts_from_admission() -> None
     assert d.status["phase"] == reasons.QUEUED and "startTime" not in d.status
     queued = {**pending, **d.status}
     assert run(queued, ShardObservation(suspended=True, parallelism=2)).status == {}
-    admitted = run(queued, ShardObservation(active=2, parallelism=2), now=T0 + 5000)
+    admitted = run(queued, ShardObservation(active=2, ready=2, parallelism=2), now=T0 + 5000)
     assert admitted.status["startTime"] == "2026-01-01T01:23:20Z" and admitted.status["phase"] == reasons.RUNNING
 
 
@@ -286,3 +286,10 @@ def test_a_job_whose_first_pod_cannot_start_says_why_then_times_out() -> None:
     assert late.delete_attempt == 1
     # once a group ran, a replica waiting for room is normal: no timeout
     assert run({**pending, "phase": "Running"}, obs, now=T0 + 700, pending_timeout=600).status.get("phase") is None
+
+
+def test_pending_pods_are_active_but_not_running() -> None:
+    """The Job counts Pending pods as active; the phase is Running only once a pod is Ready (status.ready)."""
+    pending = {"phase": "Pending", "attempts": 1, "startTime": "2026-01-01T00:00:00Z", "layout": layout_status(LAYOUT)}
+    assert "phase" not in run(pending, ShardObservation(active=2, parallelism=2)).status
+    assert run(pending, ShardObservation(active=2, ready=1, parallelism=2)).status["phase"] == reasons.RUNNING
