@@ -10,8 +10,10 @@ The failing jobs use workers that never start torch (a hang or a missing Python)
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,10 +69,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, s3: Any) -> Iterator[E2E]:
 
 
 @pytest.fixture(scope="module")
-def hang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hang")
+def hang_dir() -> Iterator[Path]:
+    """Outside /tmp: worker pods have an emptyDir at /tmp, and PYTHONPATH=/tmp/... would point into it."""
+    folder = Path(tempfile.mkdtemp(prefix="asyncdiff-hang-", dir="/var/tmp"))
     (folder / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def apply(e2e: E2E, name: str, env: list[dict[str, str]] | None = None, **spec: Any) -> None:

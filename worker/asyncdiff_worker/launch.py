@@ -106,13 +106,15 @@ def run_torchrun(
     on_line: Callable[[str, dict[str, Any] | None], None] | None = None,
     env: dict[str, str] | None = None,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> LaunchResult:
     """Run torchrun to completion. With ``on_line`` the children's stdout is read line by line (and passed on to
     ``on_line`` with its parsed progress event, if any) and their stderr is passed through by a thread, except
     after an interrupt (Ctrl-C: the user asked to stop, the torch tracebacks that follow are noise); without
     ``on_line`` both go straight to this process's (a pod's log keeps everything). ``on_start`` gets the torchrun
     process (its own process group) as soon as it exists, so a caller running several groups from threads can stop
-    them all."""
+    them all; ``stop`` is that caller's interrupt flag (only the main thread receives signals), set before it stops
+    them."""
     start = time.monotonic()
     result = LaunchResult(0, None, 0, 0.0)
     with tempfile.TemporaryDirectory(prefix="asyncdiff-exit-") as tmp:
@@ -129,7 +131,7 @@ def run_torchrun(
         )
         if on_start is not None:
             on_start(proc)
-        interrupted = threading.Event()
+        interrupted = stop if stop is not None else threading.Event()
         relay = None
         if on_line is not None and proc.stderr is not None:
             relay = threading.Thread(target=_relay_stderr, args=(proc.stderr, interrupted), daemon=True)

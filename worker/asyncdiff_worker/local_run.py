@@ -28,12 +28,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
 from asyncdiff_worker.errors import SpecError, WorkerError, classify
-from asyncdiff_worker.exit_codes import ExitCode
+from asyncdiff_worker.exit_codes import ExitCode, Failure
 from asyncdiff_worker.keys import JobLayout, job_identity
 from asyncdiff_worker.launch import LaunchResult, check_before_launch, free_port, run_torchrun, validate
 from asyncdiff_worker.manifest import ResultManifest, read_manifest
@@ -146,6 +147,7 @@ def _run_groups(
     results: list[LaunchResult | None] = [None] * groups
     lock = threading.Lock()
     gpus = _gpu_slices(groups, per_group) if groups > 1 else None
+    stop = threading.Event()  # set on Ctrl-C: the groups' launchers then drop the workers' dying words
     with tempfile.TemporaryDirectory(prefix="asyncdiff-shards-") as queue:
 
         def one(g: int) -> None:
@@ -163,9 +165,20 @@ def _run_groups(
                 with lock:
                     display(text, event, group=g if groups > 1 else None)
 
-            results[g] = run_torchrun(
-                job_path, per_group, job_name=job_name, master_port=free_port(), on_line=line, env=env, on_start=started
-            )
+            try:
+                results[g] = run_torchrun(
+                    job_path,
+                    per_group,
+                    job_name=job_name,
+                    master_port=free_port(),
+                    on_line=line,
+                    env=env,
+                    on_start=started,
+                    stop=stop,
+                )
+            except Exception as exc:  # a group that could not even report: its failure, not a thread traceback
+                failure = Failure(1, f"group {g}: {type(exc).__name__}: {exc}", None, time.time())
+                results[g] = LaunchResult(1, failure, 1, 0.0)
 
         threads = [threading.Thread(target=one, args=(g,), name=f"asyncdiff-group-{g}") for g in range(groups)]
         interrupted = False
@@ -177,6 +190,7 @@ def _run_groups(
                     thread.join(timeout=0.5)
         except KeyboardInterrupt:
             interrupted = True
+            stop.set()
             with lock:
                 for proc in procs:
                     with contextlib.suppress(ProcessLookupError):
@@ -184,6 +198,11 @@ def _run_groups(
             for thread in threads:
                 thread.join()
     done = [r for r in results if r is not None]
+    if not done:  # stopped before any group reported
+        code = int(ExitCode.INTERRUPTED) if interrupted else 1
+        return LaunchResult(code, Failure(code, "stopped before the workers reported", None, time.time()), code, 0.0), (
+            interrupted
+        )
     failed = sorted((r for r in done if r.failure is not None), key=lambda r: r.failure.ts if r.failure else 0.0)
     return (failed[0] if failed else done[-1]), interrupted
 
