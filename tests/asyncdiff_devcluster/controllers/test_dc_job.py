@@ -238,15 +238,23 @@ def test_lowering_parallelism_stops_the_newest_pods_and_an_ignored_exit_is_not_c
     script = (
         "import os, signal, sys, time\n"
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(24))\n"
-        "time.sleep(2 + 2 * int(os.environ['JOB_COMPLETION_INDEX']))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(10 + 2 * int(os.environ['JOB_COMPLETION_INDEX']))\n"
         "time.sleep(4 if os.environ['JOB_COMPLETION_INDEX'] == '0' else 0)\n"
     )
     policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [24]}}]}
     spec = dict(completions=3, parallelism=2, completionMode="Indexed", backoffLimitPerIndex=0, podFailurePolicy=policy)
     batch.create_namespaced_job(namespace, job("elastic", script, **spec))
-    wait_for(lambda: len([p for p in job_pods(core, namespace, "elastic") if p.status.phase == "Running"]) == 2, 20)
+
+    def ready() -> bool:  # both pods run and have their SIGTERM handler (a loaded machine starts Python slowly)
+        running = [p for p in job_pods(core, namespace, "elastic") if p.status.phase == "Running"]
+        return len(running) == 2 and all(
+            "ready" in core.read_namespaced_pod_log(p.metadata.name, namespace) for p in running
+        )
+
+    wait_for(ready, 60, message="two pods running with their SIGTERM handler installed")
     batch.patch_namespaced_job("elastic", namespace, {"spec": {"parallelism": 1}})
-    done = wait_for(lambda: condition(batch, namespace, "elastic", "Complete"), 60, message="job complete")
+    done = wait_for(lambda: condition(batch, namespace, "elastic", "Complete"), 180, message="job complete")
     assert done is not None
     status = batch.read_namespaced_job_status("elastic", namespace).status
     assert status.completed_indexes == "0-2" and not status.failed, status
