@@ -71,12 +71,15 @@ def create_if_absent(kind: str, namespace: str, body: dict[str, Any]) -> bool:
     return True
 
 
-def last_event(namespace: str, pod: str) -> dict[str, Any] | None:
-    """The last progress line in the pod's log tail, or None."""
+def last_event(
+    namespace: str, pod: str, tail_lines: int = LOG_TAIL_LINES, limit_bytes: int | None = None
+) -> dict[str, Any] | None:
+    """The last progress line in the pod's log tail (``tail_lines`` lines, at most ``limit_bytes``), or None."""
+    bounds: dict[str, Any] = {"tail_lines": tail_lines}
+    if limit_bytes is not None:
+        bounds["limit_bytes"] = limit_bytes
     try:
-        text = core().read_namespaced_pod_log(
-            pod, namespace, container=CONTAINER, tail_lines=LOG_TAIL_LINES, _request_timeout=TIMEOUT
-        )
+        text = core().read_namespaced_pod_log(pod, namespace, container=CONTAINER, _request_timeout=TIMEOUT, **bounds)
     except ApiException:
         return None
     for line in reversed(str(text).splitlines()):

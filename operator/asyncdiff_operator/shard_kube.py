@@ -26,9 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from asyncdiff_worker.progress import parse_event
-from kubernetes.client.exceptions import ApiException
-
 from asyncdiff_operator import kube
 from asyncdiff_operator.children import COMPLETION_INDEX, CONTAINER, LABEL_ATTEMPT, LABEL_JOB, child_name
 from asyncdiff_operator.shard_status import ShardObservation, parse_indexes
@@ -68,22 +65,7 @@ def _newest(pods: list[Any]) -> Any | None:
 
 
 def _log_event(namespace: str, pod: str) -> dict[str, Any] | None:
-    try:
-        text = kube.core().read_namespaced_pod_log(
-            pod,
-            namespace,
-            container=CONTAINER,
-            tail_lines=LOG_TAIL_LINES,
-            limit_bytes=LOG_LIMIT_BYTES,
-            _request_timeout=kube.TIMEOUT,
-        )
-    except ApiException:
-        return None
-    for line in reversed(str(text).splitlines()):
-        event = parse_event(line)
-        if event is not None:
-            return dict(event)
-    return None
+    return kube.last_event(namespace, pod, tail_lines=LOG_TAIL_LINES, limit_bytes=LOG_LIMIT_BYTES)
 
 
 def _newest_failure(namespace: str, selector: str) -> tuple[int, str] | None:
