@@ -52,18 +52,13 @@ def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
     ``asyncdiff_worker.planner.PlanError`` (a ValueError naming the field) when the devices do not fit."""
     if spec.parallelism.devices is None:
         return spec, ""
-    from asyncdiff_worker.planner import resolve_layout
+    from asyncdiff_worker.planner import resolve_layout, with_layout
 
     given = spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"run_policy", "pod"})
     _, plan = resolve_layout(JobSpec.model_validate(given))  # only what the user set: the rest is the planner's
     if plan is None:
         return spec, ""
-    data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    par = dict(data.get("parallelism", {}))
-    par.update(modelN=plan.layout.model_n, stride=plan.layout.stride, replicas=plan.layout.replicas)
-    if plan.layout.cfg_parallel or "cfgParallel" in par:
-        par["cfgParallel"] = plan.layout.cfg_parallel
-    data["parallelism"] = par
+    data = with_layout(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), plan.layout)
     chosen: AsyncDiffJobSpec = AsyncDiffJobSpec.model_validate(data)
     return chosen, plan.reason
 

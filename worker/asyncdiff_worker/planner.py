@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from asyncdiff_worker.spec.models import JobSpec
 
@@ -278,10 +278,15 @@ def resolve_layout(spec: JobSpec, *, gpu_memory_gib: float | None = None) -> tup
     if spec.parallelism.devices is None:
         return spec, None
     plan = plan_layout(spec, gpu_memory_gib=gpu_memory_gib)
-    data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    par = dict(data.get("parallelism", {}))
-    par.update(modelN=plan.layout.model_n, stride=plan.layout.stride, replicas=plan.layout.replicas)
-    if plan.layout.cfg_parallel or "cfgParallel" in par:
-        par["cfgParallel"] = plan.layout.cfg_parallel
-    data["parallelism"] = par
+    data = with_layout(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), plan.layout)
     return JobSpec.model_validate(data), plan
+
+
+def with_layout(data: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """A spec dumped by alias (the job's or the operator's, with its runPolicy and pod) with ``layout`` written into
+    its parallelism: explicit modelN, stride, replicas, and cfgParallel when chosen or already given."""
+    par = dict(data.get("parallelism", {}))
+    par.update(modelN=layout.model_n, stride=layout.stride, replicas=layout.replicas)
+    if layout.cfg_parallel or "cfgParallel" in par:
+        par["cfgParallel"] = layout.cfg_parallel
+    return {**data, "parallelism": par}
