@@ -38,7 +38,7 @@ from asyncdiff_worker.spec import JobSpec
 
 from asyncdiff_operator import podsecurity
 from asyncdiff_operator.api import DEFAULT_IMAGE, GROUP, KIND, VERSION, AsyncDiffJobSpec
-from asyncdiff_operator.layout import effective_spec
+from asyncdiff_operator.layout import effective_spec, running_layout
 from asyncdiff_operator.settings import OperatorSettings, S3Defaults
 from asyncdiff_operator.shard_job import shard_env, shard_job_fields
 
@@ -120,8 +120,14 @@ def child_labels(cr: dict[str, Any], attempt: int) -> dict[str, str]:
 
 
 def worker_job_spec(spec: AsyncDiffJobSpec, s3: S3Defaults) -> JobSpec:
-    """The worker's part of the spec, with the operator's S3 settings in the ``output`` fields the job left unset."""
+    """The worker's part of the spec, with the operator's S3 settings in the ``output`` fields the job left unset.
+
+    A planned spec (``layout.effective_spec``) goes without the planner's inputs (devices, goal, quality): the layout
+    is written in, and a worker that planned again could disagree with a running job scaled since (``layout._kept``).
+    """
     data = spec.job_spec().model_dump(mode="json", by_alias=True, exclude_none=True)
+    for planner_input in ("devices", "goal", "quality"):
+        data["parallelism"].pop(planner_input, None)
     output = data["output"]
     if s3.endpoint_url and spec.output.endpoint_url is None:
         output["endpointUrl"] = s3.endpoint_url
@@ -164,7 +170,7 @@ def render_configmap(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-        "spec": worker_job_spec(effective_spec(spec), settings.s3).model_dump(
+        "spec": worker_job_spec(effective_spec(spec, running_layout(cr.get("status") or {})), settings.s3).model_dump(
             mode="json", by_alias=True, exclude_none=True
         ),
     }
@@ -349,7 +355,7 @@ def render_job(
     backoffLimit 0, disruptions ignored; operator-wide defaults from ``settings`` where the job sets nothing;
     created suspended (``spec.suspend``) for a job created with ``runPolicy.suspend``."""
     meta = cr["metadata"]
-    spec = effective_spec(spec)
+    spec = effective_spec(spec, running_layout(cr.get("status") or {}))
     name = child_name(meta["name"], attempt)
     labels = child_labels(cr, attempt)
     pod_labels = {**(spec.pod.labels or {}), **labels}

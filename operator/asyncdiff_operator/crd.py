@@ -358,6 +358,7 @@ def status_schema() -> dict[str, Any]:
         {
             "modelN": _int("Denoiser stages per group."),
             "stride": _int("Stride."),
+            "cfgParallel": {"type": "boolean", "description": "Whether each group splits classifier-free guidance."},
             "replicas": _int("Groups asked for (spec.parallelism.replicas or the planner's)."),
             "groups": _int("Groups run at once: replicas clamped to the shards (the child Job's parallelism)."),
             "devicesPerGroup": _int("Processes (GPUs) per group: modelN + stride - 1."),

@@ -38,7 +38,7 @@ from asyncdiff_operator.children import (
     render_service,
     worker_job_spec,
 )
-from asyncdiff_operator.layout import planned
+from asyncdiff_operator.layout import planned, running_layout
 from asyncdiff_operator.shard_kube import forget as forget_sampling
 from asyncdiff_operator.shard_kube import job_snapshot
 from asyncdiff_operator.shard_reconcile import reconcile_sharded, use_index
@@ -173,7 +173,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     window = float(policy.stall_timeout_seconds or SETTINGS.stall_seconds)
     if policy.num_nodes == 1:  # shards of an Indexed Job (shard_reconcile.py)
         try:
-            planned(spec)
+            planned(spec, running_layout(status))
         except ValueError as exc:  # the planner cannot cut spec.parallelism.devices into a layout: say why, once
             patch.status.update(_invalid(status, str(exc), generation))
             kopf.event(body, type="Warning", reason=reasons.INVALID_SPEC, message=str(exc)[:1024])

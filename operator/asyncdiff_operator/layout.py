@@ -14,7 +14,9 @@ whose pods are node ranks, not shards; they keep their own Indexed Job (``childr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from asyncdiff_worker.shards import ShardPlan, plan_shards
 from asyncdiff_worker.spec import JobSpec
@@ -28,6 +30,7 @@ class Layout:
 
     model_n: int
     stride: int
+    cfg_parallel: bool
     replicas: int  # what the spec asks for now
     groups: int  # replicas clamped to the shards: the child Job's parallelism
     devices_per_group: int
@@ -45,13 +48,42 @@ class Layout:
         return f"{self.groups}x{self.devices_per_group}"
 
 
-def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
+def running_layout(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``status.layout`` of a job whose child exists (``status.attempts`` > 0), else None: what ``planned`` keeps."""
+    layout = status.get("layout")
+    return layout if status.get("attempts") and isinstance(layout, Mapping) else None
+
+
+def _kept(spec: AsyncDiffJobSpec, running: Mapping[str, Any]) -> tuple[AsyncDiffJobSpec, str] | None:
+    """A running planned job keeps the layout chosen when its child was made (``status.layout``); only its replicas
+    follow ``spec.parallelism.replicas``, the one mutable parallelism field, so scaling a planned job neither
+    re-plans it (a new modelN mid-run) nor disagrees with its devices. None when the status has no layout."""
+    from asyncdiff_worker.planner import Layout as Chosen
+    from asyncdiff_worker.planner import with_layout
+
+    try:
+        model_n, stride = int(running["modelN"]), int(running["stride"])
+        replicas = int(running["replicas"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if "replicas" in spec.parallelism.model_fields_set:
+        replicas = int(spec.parallelism.replicas)
+    chosen = Chosen(model_n, stride, bool(running.get("cfgParallel")), replicas)
+    data = with_layout(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), chosen)
+    return AsyncDiffJobSpec.model_validate(data), str(running.get("reason") or "")
+
+
+def planned(spec: AsyncDiffJobSpec, running: Mapping[str, Any] | None = None) -> tuple[AsyncDiffJobSpec, str]:
     """The spec with the planner's layout written in (modelN, stride, cfgParallel, replicas) and the planner's
     reason, when the job gives ``spec.parallelism.devices``; else the spec itself and "". The worker receives the
-    planned spec, so it renders with the layout the operator scheduled (it never plans again). Raises
+    planned spec, so it renders with the layout the operator scheduled (it never plans again). ``running``: the
+    ``status.layout`` of a job whose child exists (``running_layout``), kept as it is but for the replicas. Raises
     ``asyncdiff_worker.planner.PlanError`` (a ValueError naming the field) when the devices do not fit."""
     if spec.parallelism.devices is None:
         return spec, ""
+    kept = _kept(spec, running) if running is not None else None
+    if kept is not None:
+        return kept
     from asyncdiff_worker.planner import resolve_layout, with_layout
 
     given = spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"run_policy", "pod"})
@@ -63,20 +95,23 @@ def planned(spec: AsyncDiffJobSpec) -> tuple[AsyncDiffJobSpec, str]:
     return chosen, plan.reason
 
 
-def effective_spec(spec: AsyncDiffJobSpec) -> AsyncDiffJobSpec:
-    """``planned(spec)``'s spec: what the child Job and the worker run."""
-    return planned(spec)[0]
+def effective_spec(spec: AsyncDiffJobSpec, running: Mapping[str, Any] | None = None) -> AsyncDiffJobSpec:
+    """``planned(spec, running)``'s spec: what the child Job and the worker run."""
+    return planned(spec, running)[0]
 
 
-def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layout:
+def resolve(
+    spec: AsyncDiffJobSpec, planned_replicas: int | None = None, running: Mapping[str, Any] | None = None
+) -> Layout:
     """The layout of a spec (planned first, see ``effective_spec``).
 
     ``planned_replicas``: the replicas the running child's shards were planned for (``status.layout.
     plannedReplicas``). The default shard size comes in whole waves of the replicas, so the shard count depends on
     them; a running Job's completions cannot change, so once a child exists the plan keeps the replicas it was
-    made with and only the groups (the Job's parallelism) follow ``spec.parallelism.replicas``.
+    made with and only the groups (the Job's parallelism) follow ``spec.parallelism.replicas``. ``running``: see
+    ``planned``.
     """
-    spec, reason = planned(spec)
+    spec, reason = planned(spec, running)
     replicas = int(spec.parallelism.replicas)
     worker_spec = spec.job_spec()
     if planned_replicas is not None and planned_replicas != replicas:
@@ -91,6 +126,7 @@ def resolve(spec: AsyncDiffJobSpec, planned_replicas: int | None = None) -> Layo
     return Layout(
         model_n=int(spec.parallelism.model_n),
         stride=int(spec.parallelism.stride),
+        cfg_parallel=bool(spec.parallelism.cfg_parallel),
         replicas=replicas,
         groups=groups,
         devices_per_group=int(spec.devices_per_group),

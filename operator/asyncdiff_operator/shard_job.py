@@ -31,7 +31,7 @@ from typing import Any, Final
 from asyncdiff_worker.exit_codes import USER_ERROR_CODES, ExitCode
 
 from asyncdiff_operator.api import AsyncDiffJobSpec
-from asyncdiff_operator.layout import Layout, resolve
+from asyncdiff_operator.layout import Layout, resolve, running_layout
 
 STOPPED_CODES: Final = (int(ExitCode.INTERRUPTED), 143)
 """Exit codes of a worker stopped from outside: 24, the launcher's own answer to SIGTERM, and 143 (128 + SIGTERM),
@@ -81,7 +81,7 @@ def shard_env() -> list[dict[str, Any]]:
 
 def shard_job_fields(cr: dict[str, Any], spec: AsyncDiffJobSpec, layout: Layout | None = None) -> dict[str, Any]:
     """``spec`` fields of the child Job for a single-node job."""
-    layout = layout or resolve(spec)
+    layout = layout or resolve(spec, running=running_layout(cr.get("status") or {}))
     fields: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": layout.plan.num_shards,

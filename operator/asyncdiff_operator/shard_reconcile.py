@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from asyncdiff_operator import kube, metrics
 from asyncdiff_operator.api import AsyncDiffJobSpec
 from asyncdiff_operator.children import child_name, manifest_uri
-from asyncdiff_operator.layout import resolve
+from asyncdiff_operator.layout import resolve, running_layout
 from asyncdiff_operator.shard_job import queued_by_kueue
 from asyncdiff_operator.shard_kube import observe_sharded
 from asyncdiff_operator.shard_status import ShardDecision, ShardObservation, decide_sharded, layout_status
@@ -76,7 +76,8 @@ def reconcile_sharded(
     namespace, name, uid = meta["namespace"], meta["name"], str(meta.get("uid"))
     policy = spec.run_policy
     planned = (status.get("layout") or {}).get("plannedReplicas")
-    layout = resolve(spec, int(planned) if isinstance(planned, int) and status.get("attempts") else None)
+    running = running_layout(status)
+    layout = resolve(spec, int(planned) if isinstance(planned, int) and status.get("attempts") else None, running)
     attempts = int(status.get("attempts") or 0)
     now = time.time()
     observe = attempts > 0 and not policy.suspend and status.get("phase") != "Suspended"
@@ -114,7 +115,7 @@ def reconcile_sharded(
     if decision.delete_attempt is not None and kube.delete_children(namespace, name, decision.delete_attempt):
         logger.info(f"deleted the Job of attempt {decision.delete_attempt}")
     if decision.create_attempt is not None:  # a new child is planned with the replicas of now
-        decision.status["layout"] = layout_status(resolve(spec))
+        decision.status["layout"] = layout_status(resolve(spec, running=running))
         decision.status["child"] = child_name(name, decision.create_attempt)
         if not create_attempt(dict(body), spec, decision.create_attempt, suspend=bool(decision.suspend_child)):
             decision.events = []  # an earlier reconcile created this Job and posted its events

@@ -10,7 +10,8 @@ the others keep going). So this function mostly *reads* the child Job's status a
 - Job ``Failed``: reason ``PodFailurePolicy`` -> the worker's user-error reason (never retried); ``FailedIndexes`` /
   ``MaxFailedIndexesExceeded`` -> BackoffLimitExceeded (a shard used up its retries); ``DeadlineExceeded``.
 - The child Job suspended while the CR is not: Kueue has not admitted it yet -> phase Queued; the deadline clock
-  (``status.startTime``) starts at admission, not at creation.
+  (``status.startTime``) starts at admission, not at creation. Resuming a Kueue job (``runPolicy.suspend`` back to
+  false) never unsuspends its Job: that would bypass the queue's quota; the job waits Queued for Kueue to admit it.
 - New pod failures (``status.failed`` of the Job grew) -> ``lastFailure`` and a Retrying event, once each.
 - A stalled running shard (its sampled progress line stale) -> that pod is deleted (the Job controller replaces it;
   the shard resumes from its stored outputs) and counted in ``status.stalls`` against backoffLimit.
@@ -88,6 +89,7 @@ def layout_status(layout: Layout) -> dict[str, Any]:
     out: dict[str, Any] = {
         "modelN": layout.model_n,
         "stride": layout.stride,
+        "cfgParallel": layout.cfg_parallel,
         "replicas": layout.replicas,
         "groups": layout.groups,
         "devicesPerGroup": layout.devices_per_group,
@@ -170,8 +172,22 @@ def decide_sharded(
         d = _as_shard_decision(
             decide(status, Observation(job_found=obs.job_found, active=obs.active), policy, generation, now=now)
         )
-        if d.create_attempt is not None and queued_by_kueue:
-            d.status.pop("startTime", None)  # the deadline counts from admission
+        if queued_by_kueue and (d.create_attempt is not None or d.suspend_child is False):
+            # admission belongs to Kueue: a resumed job's Job stays suspended until Kueue admits it (never unsuspended
+            # by us, which would bypass the queue's quota), and the deadline counts from that admission
+            d.status.pop("startTime", None)
+            if d.suspend_child is False:
+                d.status["startTime"] = None  # a merge-patch null: removed until admission
+                d.suspend_child = None
+                d.status["phase"] = reasons.QUEUED
+                d.status["conditions"] = set_condition(
+                    list(d.status.get("conditions") or status.get("conditions") or []),
+                    reasons.COND_RUNNING,
+                    False,
+                    reasons.CHILD_SUSPENDED,
+                    f"attempt {attempts} resumed: the Job stays suspended until Kueue admits it",
+                    generation,
+                )
         if d.status:
             d.status["layout"] = layout_status(layout)
             d.status["devices"] = layout.devices_total
@@ -258,7 +274,8 @@ def decide_sharded(
                 generation,
             )
             out["conditions"] = conds
-            out.pop("startTime", None)
+            if status.get("startTime"):  # Kueue took an admitted Job back: the clock restarts at re-admission
+                out["startTime"] = None  # a merge-patch null removes it
             d = ShardDecision(out)
             d.events.append(("Normal", reasons.QUEUED_REASON, "child Job suspended: waiting for admission"))
             return d

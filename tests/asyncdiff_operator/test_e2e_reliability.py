@@ -165,6 +165,64 @@ def test_a_child_the_api_server_refuses_fails_the_job_with_its_message(e2e: E2E)
     assert "ChildRejected" in describe
 
 
+def test_a_transient_api_error_is_surfaced_and_retried_on_the_next_tick(e2e: E2E, hang_dir: Path) -> None:
+    """An admission policy refuses the child Job with 403 Forbidden, as an exhausted ResourceQuota does: a transient
+    error, not the job's fault. The operator keeps retrying on every reconcile tick (kopf's default would pause the
+    job for 60 s after each error), shows the error in condition Reconciled=False with the count of failed
+    reconciles and in one Warning Event, and goes on the moment the policy is removed."""
+    import re
+
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "no-transient-jobs"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": ["batch"], "apiVersions": ["v1"], "resources": ["jobs"], "operations": ["CREATE"]}
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!object.metadata.name.startsWith('transient-')",
+                    "message": "exceeded quota: jobs",
+                    "reason": "Forbidden",
+                }
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "no-transient-jobs"},
+        "spec": {"policyName": "no-transient-jobs", "validationActions": ["Deny"]},
+    }
+    e2e.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([policy, binding]))
+    try:
+        apply(e2e, "transient", [{"name": "PYTHONPATH", "value": str(hang_dir)}])
+
+        def failed_reconciles() -> int:
+            cond = condition(e2e, "transient", "Reconciled")
+            found = re.search(r"\((\d+) reconciles in a row failed", str(cond.get("message")))
+            return int(found.group(1)) if cond.get("reason") == "ApiError" and found else 0
+
+        # three failed reconciles in a row: the job is retried on each tick, not paused after the first error
+        e2e.wait(lambda: failed_reconciles() >= 3, 45, "three failed reconciles in a row")
+        message = condition(e2e, "transient", "Reconciled")["message"]
+        assert "API server answered 403" in message and "exceeded quota: jobs" in message, message
+        warnings = [e for e in events(e2e, "transient") if e.reason == "ApiError" and e.type == "Warning"]
+        assert warnings and "exceeded quota: jobs" in warnings[0].message
+        assert e2e.status("transient").get("attempts", 0) == 0  # nothing counted against the job
+    finally:
+        e2e.kubectl("delete", "validatingadmissionpolicybinding/no-transient-jobs", "--ignore-not-found")
+        e2e.kubectl("delete", "validatingadmissionpolicy/no-transient-jobs", "--ignore-not-found")
+    e2e.wait_phase("transient", "Running", 60)
+    assert condition(e2e, "transient", "Reconciled")["status"] == "True"
+    assert e2e.status("transient")["attempts"] == 1
+    e2e.kubectl("delete", "adj/transient", "--timeout=30s", timeout=40)
+
+
 def test_a_missing_credentials_secret_is_surfaced_then_fails_the_job(e2e: E2E) -> None:
     apply(e2e, "no-secret", pod={"s3CredentialsSecret": "no-such-secret"})
     e2e.wait(lambda: condition(e2e, "no-secret", "Running").get("reason") == "FailedMount", 30, "FailedMount")

@@ -9,7 +9,7 @@ import yaml
 from asyncdiff_operator import reasons
 from asyncdiff_operator.api import parse_spec
 from asyncdiff_operator.children import render_configmap, render_job
-from asyncdiff_operator.layout import resolve
+from asyncdiff_operator.layout import resolve, running_layout
 from asyncdiff_operator.shard_job import failure_policy
 from asyncdiff_operator.shard_kube import candidates
 from asyncdiff_operator.shard_status import (
@@ -111,6 +111,28 @@ def test_the_planner_chooses_the_layout_the_child_runs() -> None:
         resolve(parse_spec(body["spec"]))
 
 
+def test_scaling_a_planned_job_keeps_its_layout_and_follows_the_replicas() -> None:
+    body = cr()
+    body["spec"]["parallelism"] = {"devices": 4, "goal": "latency", "quality": "any"}
+    chosen = resolve(parse_spec(body["spec"]))
+    assert chosen.model_n > 1 and chosen.reason  # the planner split the denoiser for latency
+    status = {"attempts": 1, "layout": layout_status(chosen)}
+    body["status"] = status
+    assert (chosen.model_n, chosen.stride, chosen.replicas) == (3, 2, 1)
+    body["spec"]["parallelism"]["replicas"] = 2  # kubectl patch: scale up a running job
+    spec = parse_spec(body["spec"])
+    fresh = resolve(spec)  # planned afresh, 2 replicas of 4 devices would be another layout: a new one mid-run
+    assert (fresh.model_n, fresh.stride) != (3, 2)
+    scaled = resolve(spec, running=running_layout(status))
+    assert (scaled.model_n, scaled.stride, scaled.cfg_parallel) == (chosen.model_n, chosen.stride, chosen.cfg_parallel)
+    assert scaled.replicas == 2 and scaled.reason == chosen.reason
+    job = render_job(body, spec, 1)["spec"]  # a re-created child keeps the layout too
+    assert job["parallelism"] == min(2, job["completions"])
+    worker = yaml.safe_load(render_configmap(body, spec, 1)["data"]["job.yaml"])["spec"]["parallelism"]
+    assert (worker["modelN"], worker["replicas"]) == (chosen.model_n, 2) and "devices" not in worker
+    assert running_layout({"attempts": 0, "layout": status["layout"]}) is None  # no child yet: plan afresh
+
+
 def test_multi_node_with_replicas_is_rejected() -> None:
     body = cr(replicas=2)
     body["spec"]["runPolicy"] = {"numNodes": 2, "gpusPerNode": 1}
@@ -154,6 +176,18 @@ def test_new_job_creates_attempt_1_and_records_the_layout() -> None:
     assert d.status["layout"]["groups"] == 2 and d.status["devices"] == 4
     queued = run({}, ShardObservation(), queued_by_kueue=True)
     assert queued.create_attempt == 1 and "startTime" not in queued.status  # counted from admission
+
+
+def test_resuming_a_kueue_job_leaves_admission_to_kueue() -> None:
+    suspended = {**RUNNING, "phase": reasons.SUSPENDED}
+    plain = run(suspended, ShardObservation(job_found=True))
+    assert plain.suspend_child is False and plain.status["phase"] == reasons.PENDING  # like a batch/v1 Job
+    queued = run(suspended, ShardObservation(job_found=True), queued_by_kueue=True)
+    assert queued.suspend_child is None  # never unsuspended by us: that would bypass the queue's quota
+    assert queued.status["phase"] == reasons.QUEUED
+    assert queued.status["startTime"] is None  # a merge-patch null: the deadline clock restarts at admission
+    running = {c["type"]: c for c in queued.status["conditions"]}["Running"]
+    assert running["status"] == "False" and "Kueue" in running["message"]
 
 
 def test_progress_sums_completed_shards_and_the_sampled_one() -> None:
@@ -215,6 +249,8 @@ def test_queued_until_admitted_then_the_deadline_counts_from_admission() -> None
     assert run(queued, ShardObservation(suspended=True, parallelism=2)).status == {}
     admitted = run(queued, ShardObservation(active=2, ready=2, parallelism=2), now=T0 + 5000)
     assert admitted.status["startTime"] == "2026-01-01T01:23:20Z" and admitted.status["phase"] == reasons.RUNNING
+    taken_back = run(RUNNING, ShardObservation(suspended=True, parallelism=2))  # Kueue preempted the admitted Job
+    assert taken_back.status["phase"] == reasons.QUEUED and taken_back.status["startTime"] is None
 
 
 def test_deadline_exceeded_deletes_the_child() -> None:
