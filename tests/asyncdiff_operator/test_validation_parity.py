@@ -189,6 +189,13 @@ CASES: list[tuple[str, Edit, str, int | None]] = [
         "spec.parallelism.warmUp",
         _rule("parallelism.warmUp", "must be less"),
     ),
+    ("goal-without-devices", _set(parallelism__goal="latency"), "spec.parallelism.goal", _rule("parallelism.goal", "")),
+    (
+        "quality-without-devices",
+        _set(parallelism__quality="exact"),
+        "spec.parallelism.quality",
+        _rule("parallelism.quality", ""),
+    ),
 ]
 
 

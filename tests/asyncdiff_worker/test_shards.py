@@ -122,6 +122,7 @@ def test_output_hash_folds_in_prompt_and_seed() -> None:
     ("changes", "message"),
     [
         ({"parallelism__replicas": 0}, "spec.parallelism.replicas: 0 is less than the minimum 1"),
+        ({"parallelism__replicas": -2}, "spec.parallelism.replicas: -2 is less than the minimum 1"),
         ({"generation__shardSize": 0}, "spec.generation.shardSize: 0 is less than the minimum 1"),
         ({"generation__promptCount": 3}, "spec.generation.promptCount: counts the prompts of promptsFrom"),
     ],

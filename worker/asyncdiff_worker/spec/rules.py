@@ -135,5 +135,13 @@ RULES: tuple[Rule, ...] = (
         f"{_WARM_UP} < self.generation.steps",
         "must be less than spec.generation.steps",
     ),
+    *(
+        Rule(
+            f"parallelism.{name}",
+            f"!has(self.parallelism) || !has(self.parallelism.{name}) || has(self.parallelism.devices)",
+            "needs spec.parallelism.devices (how many devices the planner may use)",
+        )
+        for name in ("goal", "quality")
+    ),
 )
 """Every cross-field rule of ``check_semantics`` that CEL can say (URI syntax beyond the scheme stays in Python)."""
