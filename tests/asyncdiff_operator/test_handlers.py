@@ -169,3 +169,24 @@ def test_a_complete_job_without_pods_succeeds_with_its_manifest(
     monkeypatch.setattr(shard_reconcile, "observe_sharded", lambda *a, **k: done)
     status = run(cr({"phase": "Running", "attempts": 1, "output": {"uri": "s3://b/p/"}}))
     assert status["phase"] == reasons.SUCCEEDED and status["manifest"] == "s3://b/p/job/manifest.json"
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "message"),
+    [
+        ({"devices": 7, "modelN": 2}, "spec.parallelism.devices: 7 device(s) cannot be divided"),
+        ({"devices": 8, "modelN": 2, "replicas": 3}, "spec.parallelism.devices: 8 does not match the explicit layout"),
+    ],
+)
+def test_devices_the_planner_cannot_cut_fail_the_job_naming_the_field(
+    fake: FakeCluster, parallelism: dict[str, Any], message: str
+) -> None:
+    """The planner's arithmetic is not CEL: such a job passes the API server and fails at its first reconcile, with
+    the planner's message in the Failed condition, lastFailure and an Event, before any child exists."""
+    body = cr()
+    body["spec"]["parallelism"] = parallelism
+    status = run(body)
+    assert status["phase"] == reasons.FAILED and status["lastFailure"]["reason"] == reasons.INVALID_SPEC
+    assert status["lastFailure"]["message"].startswith(message), status["lastFailure"]
+    assert conditions(status)[reasons.COND_FAILED]["reason"] == reasons.INVALID_SPEC
+    assert fake.events[-1][:2] == ("Warning", reasons.INVALID_SPEC) and not fake.children
