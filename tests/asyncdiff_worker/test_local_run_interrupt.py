@@ -30,6 +30,10 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line(tiny_model_dir: Any, tmp_path: Path, write_job: Any) -> None:
     spec = {
         "model": {"family": "sd15", "source": str(tiny_model_dir("sd15")), "dtype": "float32"},
@@ -43,6 +47,10 @@ def test_ctrl_c_is_one_line(tiny_model_dir: Any, tmp_path: Path, write_job: Any)
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "ASYNCDIFF_PROGRESS_INTERVAL": "0"},
+        # a terminal's foreground process has SIGINT at its default; a suite started in the background (`make test &`
+        # from a script) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: the run went on to
+        # exit 0 in exactly that setting (two suites run side by side)
+        preexec_fn=_sigint_default,
     )
     try:
         assert proc.stdout is not None
