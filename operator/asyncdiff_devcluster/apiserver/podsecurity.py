@@ -116,6 +116,14 @@ def _quote(items: list[str]) -> str:
     return ", ".join(f'"{i}"' for i in items)
 
 
+def _use(noun: str, names: list[str], what: str, things: list[str]) -> str:
+    """``containers "a", "b" use probe or lifecycle host "h"``: kube-apiserver's wording, singular or plural."""
+    return (
+        f"{_plural(noun, noun + 's', len(names))} {_quote(names)} {_plural('uses', 'use', len(names))} "
+        f"{_plural(what, what + 's', len(things))} {_quote(things)}"
+    )
+
+
 def _containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for group in ("initContainers", "containers", "ephemeralContainers"):
         yield from spec.get(group) or []
@@ -243,11 +251,7 @@ def _host_probes(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> Result:
                 bad.add(str(c.get("name", "")))
                 hosts.update(found)
     if bad:
-        detail = (
-            f"{_plural('container', 'containers', len(bad))} {_quote(sorted(bad))} {_plural('uses', 'use', len(bad))} "
-            f"{_plural('probe or lifecycle host', 'probe or lifecycle hosts', len(hosts))} {_quote(sorted(hosts))}"
-        )
-        return "probe or lifecycle host", detail
+        return "probe or lifecycle host", _use("container", sorted(bad), "probe or lifecycle host", sorted(hosts))
     return None
 
 
@@ -343,11 +347,7 @@ def _volume_types(volumes: list[Mapping[str, Any]], allowed: Callable[[str], boo
             bad.append(str(volume.get("name")))
             kinds.add("cephfs" if kind == "cephFS" else kind)
     if bad:
-        detail = (
-            f"{_plural('volume', 'volumes', len(bad))} {_quote(bad)} {_plural('uses', 'use', len(bad))} "
-            f"{_plural('restricted volume type', 'restricted volume types', len(kinds))} {_quote(sorted(kinds))}"
-        )
-        return "restricted volume types", detail
+        return "restricted volume types", _use("volume", bad, "restricted volume type", sorted(kinds))
     return None
 
 
