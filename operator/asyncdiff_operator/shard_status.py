@@ -172,22 +172,21 @@ def decide_sharded(
         d = _as_shard_decision(
             decide(status, Observation(job_found=obs.job_found, active=obs.active), policy, generation, now=now)
         )
-        if queued_by_kueue and (d.create_attempt is not None or d.suspend_child is False):
+        if queued_by_kueue and d.create_attempt is not None:
+            d.status.pop("startTime", None)  # the deadline counts from admission
+        if queued_by_kueue and d.suspend_child is False:
             # admission belongs to Kueue: a resumed job's Job stays suspended until Kueue admits it (never unsuspended
-            # by us, which would bypass the queue's quota), and the deadline counts from that admission
-            d.status.pop("startTime", None)
-            if d.suspend_child is False:
-                d.status["startTime"] = None  # a merge-patch null: removed until admission
-                d.suspend_child = None
-                d.status["phase"] = reasons.QUEUED
-                d.status["conditions"] = set_condition(
-                    list(d.status.get("conditions") or status.get("conditions") or []),
-                    reasons.COND_RUNNING,
-                    False,
-                    reasons.CHILD_SUSPENDED,
-                    f"attempt {attempts} resumed: the Job stays suspended until Kueue admits it",
-                    generation,
-                )
+            # by us, which would bypass the queue's quota); startTime is a merge-patch null until that admission
+            d.suspend_child = None
+            d.status["phase"], d.status["startTime"] = reasons.QUEUED, None
+            d.status["conditions"] = set_condition(
+                list(d.status.get("conditions") or status.get("conditions") or []),
+                reasons.COND_RUNNING,
+                False,
+                reasons.CHILD_SUSPENDED,
+                f"attempt {attempts} resumed: the Job stays suspended until Kueue admits it",
+                generation,
+            )
         if d.status:
             d.status["layout"] = layout_status(layout)
             d.status["devices"] = layout.devices_total
